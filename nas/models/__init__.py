@@ -1,0 +1,1 @@
+"""Student models, the teacher and weight inheritance. Knows nothing of Optuna, Ray or MLflow."""

@@ -1,0 +1,1 @@
+"""Pareto fronts, reports and (later) hardware-targeted selection."""

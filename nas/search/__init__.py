@@ -1,0 +1,1 @@
+"""Search: spaces, the per-trial objective, executors and campaigns. Never imports TVM."""

@@ -1,0 +1,151 @@
+"""Where trials run: in this process, or as Ray tasks (local ``ray.init`` or a cluster by address).
+
+This is the only module that imports ray. An executor runs ``fn(*args)`` and hands back, for each finished
+job, its result or the exception it raised, so the campaign can tell Optuna COMPLETE or FAIL. Large shared
+arguments go through :meth:`Executor.share` once (Ray's object store), not once per trial.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nas.errors import MissingDependencyError, NasUserError
+
+
+@dataclass
+class Outcome:
+    """A finished job: exactly one of ``result`` and ``error`` is set."""
+
+    job: Any
+    result: Any = None
+    error: BaseException | None = None
+
+
+class Executor(abc.ABC):
+    """Runs trial functions; subclasses set :attr:`max_parallel`.
+
+    Contract: :meth:`wait` returns at least one finished job (blocking until one is), and every job
+    submitted is returned exactly once.
+    """
+
+    max_parallel: int = 1
+
+    def share(self, value: Any) -> Any:
+        """Make ``value`` cheap to pass to many jobs; returns what to pass instead."""
+        return value
+
+    @abc.abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Start ``fn(*args)``; returns a job handle."""
+
+    @abc.abstractmethod
+    def wait(self, jobs: list[Any]) -> list[Outcome]:
+        """Block until at least one of ``jobs`` has finished; return the finished ones."""
+
+    def shutdown(self) -> None:
+        """Release workers; a no-op by default."""
+
+
+class InProcessExecutor(Executor):
+    """Runs each job to completion inside :meth:`submit`: simple, debuggable, one trial at a time."""
+
+    max_parallel = 1
+
+    def __init__(self) -> None:
+        self._done: dict[int, Outcome] = {}
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> int:
+        job = len(self._done)
+        try:
+            self._done[job] = Outcome(job, result=fn(*args))
+        except Exception as exc:  # recorded as a FAILED trial by the campaign, with its reason
+            self._done[job] = Outcome(job, error=exc)
+        return job
+
+    def wait(self, jobs: list[int]) -> list[Outcome]:
+        return [self._done.pop(job) for job in jobs]
+
+
+class RayExecutor(Executor):
+    """Runs jobs as Ray tasks, ``workers`` at a time, each declaring ``cpus_per_trial`` CPUs.
+
+    A task whose worker process dies (OOM-killed, SIGKILL) is retried by Ray up to ``max_retries`` times;
+    an exception raised by the trial itself is not retried, it is the trial's result.
+
+    Args:
+        workers: Trials run at once; ≥ 1.
+        cpus_per_trial: CPUs each trial declares (and uses for torch threads); ≥ 1.
+        address: A Ray cluster address (``ray://host:10001`` or ``host:6379``); None starts a local Ray.
+        max_retries: Retries of a task whose worker died; ≥ 0.
+        memory_mib_per_trial: Memory each trial declares to Ray's scheduler, in MiB; None declares none.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        cpus_per_trial: int = 1,
+        address: str | None = None,
+        max_retries: int = 2,
+        memory_mib_per_trial: int | None = None,
+        temp_dir: str | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is a declared dependency
+            raise MissingDependencyError("the Ray executor needs ray: pip install 'ray==2.60.0'") from None
+        self._ray = ray
+        self.max_parallel = workers
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                # Measured here: ~4-5 s and ~0.4 GB without the dashboard (../shared/STACK.md).
+                kwargs["num_cpus"] = max(workers * cpus_per_trial, os.cpu_count() or 1)
+                kwargs["_temp_dir"] = temp_dir
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                if address:
+                    raise NasUserError(
+                        f"--ray-address {address}: no Ray cluster answered ({exc}); start one with "
+                        "'ray start --head' or drop --ray-address to run locally."
+                    ) from None
+                raise
+        self._owns_ray = not address
+        options: dict[str, Any] = {"num_cpus": cpus_per_trial, "max_retries": max_retries, "retry_exceptions": False}
+        if memory_mib_per_trial:
+            options["memory"] = memory_mib_per_trial * 1024 * 1024
+        self._options = options
+        self._remote_cache: dict[Callable[..., Any], Any] = {}
+
+    def share(self, value: Any) -> Any:
+        return self._ray.put(value)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        remote = self._remote_cache.get(fn)
+        if remote is None:
+            remote = self._remote_cache[fn] = self._ray.remote(fn).options(**self._options)
+        return remote.remote(*args)
+
+    def wait(self, jobs: list[Any]) -> list[Outcome]:
+        self._ray.wait(jobs, num_returns=1)  # block until one has finished
+        # Then take everything already finished, not just the first, to keep ask/tell rounds short.
+        ready, _ = self._ray.wait(jobs, num_returns=len(jobs), timeout=0)
+        outcomes = []
+        for ref in ready:
+            try:
+                outcomes.append(Outcome(ref, result=self._ray.get(ref)))
+            except self._ray.exceptions.RayTaskError as exc:
+                outcomes.append(Outcome(ref, error=exc.as_instanceof_cause()))
+            except (self._ray.exceptions.WorkerCrashedError, self._ray.exceptions.RayError) as exc:
+                outcomes.append(Outcome(ref, error=exc))
+        return outcomes
+
+    def shutdown(self) -> None:
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
