@@ -192,15 +192,12 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors (typer vendors click as typer._click): exit 2
+        if hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

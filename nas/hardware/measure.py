@@ -1,0 +1,268 @@
+"""Time a model on a profile with TVM, ONNX Runtime or torch, and report it as a :class:`LatencyResult`.
+
+Every backend runs with the profile's core count as its thread count, warms up, then times ``repeats``
+repeats of ``number`` back-to-back runs each; a repeat's time is the mean of its runs. Latency on a
+shared 2-vCPU machine varies 20–40 % between runs (shared/STACK.md): compare medians, ideally measured
+in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.hardware.compile import CompiledModel
+    from nas.hardware.profiles import HardwareProfile
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One latency figure with everything needed to judge it.
+
+    Attributes:
+        profile: Name of the hardware profile it was measured (or estimated) for.
+        backend: ``tvm``, ``onnxruntime`` or ``torch``.
+        median_ms: Median over repeats of the per-run time, in milliseconds.
+        mean_ms: Mean over repeats, in milliseconds.
+        std_ms: Population standard deviation over repeats, in milliseconds.
+        min_ms: Fastest repeat, in milliseconds.
+        max_ms: Slowest repeat, in milliseconds.
+        repeats: Timed repeats the statistics are over.
+        number: Runs averaged inside each repeat.
+        threads: Threads the backend actually used.
+        is_measured: True if timed on the device; False if estimated.
+        is_tuned: True if the kernels were tuned for the target (only TVM builds can be untuned).
+        target: The resolved TVM target as JSON (``""`` for other backends).
+        note: Free text, e.g. why a number is estimated.
+
+    Example:
+        .. code-block:: python
+
+            from nas.hardware.measure import LatencyResult
+
+            r = LatencyResult(profile="host", backend="tvm", median_ms=1.13, mean_ms=1.15, std_ms=0.04,
+                              min_ms=1.1, max_ms=1.3, repeats=30, number=5, threads=2,
+                              is_measured=True, is_tuned=True, target='{"kind": "llvm"}')
+            assert LatencyResult.from_dict(r.to_dict()) == r
+            assert r.label == "1.13 ms measured, tuned (tvm, 2 threads, median of 30)"
+    """
+
+    profile: str
+    backend: str
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+    number: int
+    threads: int
+    is_measured: bool
+    is_tuned: bool
+    target: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; :meth:`from_dict` restores an equal value."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ``TypeError``."""
+        return cls(**data)
+
+    @property
+    def label(self) -> str:
+        """Human-readable summary, e.g. ``1.13 ms measured, tuned (tvm, 2 threads, median of 30)``."""
+        how = "measured" if self.is_measured else "estimated"
+        tuned = "tuned" if self.is_tuned else "untuned"
+        return f"{self.median_ms:.3g} ms {how}, {tuned} ({self.backend}, {self.threads} threads, median of {self.repeats})"
+
+
+def summarize(
+    repeat_ms: Sequence[float], *, profile: str, backend: str, number: int, threads: int,
+    is_tuned: bool, target: str = "", note: str = "",
+) -> LatencyResult:
+    """A measured :class:`LatencyResult` from per-repeat times in milliseconds (each a mean of ``number`` runs)."""
+    if not repeat_ms:
+        raise ValueError("need at least one repeat")
+    return LatencyResult(
+        profile=profile,
+        backend=backend,
+        median_ms=float(statistics.median(repeat_ms)),
+        mean_ms=float(statistics.fmean(repeat_ms)),
+        std_ms=float(statistics.pstdev(repeat_ms)),
+        min_ms=float(min(repeat_ms)),
+        max_ms=float(max(repeat_ms)),
+        repeats=len(repeat_ms),
+        number=number,
+        threads=threads,
+        is_measured=True,
+        is_tuned=is_tuned,
+        target=target,
+        note=note,
+    )
+
+
+def measure_tvm(
+    compiled: CompiledModel,
+    inputs: Sequence[Any],
+    profile: HardwareProfile,
+    repeats: int = 10,
+    number: int = 5,
+    warmup: int = 2,
+) -> LatencyResult:
+    """Time a TVM-compiled model with the Relax VM's time evaluator.
+
+    Args:
+        compiled: Output of :func:`nas.hardware.compile.compile_relax` for ``profile``.
+        inputs: Inputs (numpy arrays or torch tensors) shaped like the compile-time examples.
+        profile: The profile; its core count sets TVM's threads.
+        repeats: Timed repeats; ≥ 1.
+        number: Runs averaged per repeat; ≥ 1.
+        warmup: Untimed runs first (page in weights, allocate the VM's memory pool); ≥ 0.
+
+    Returns:
+        A measured result; ``is_tuned`` and ``target`` come from ``compiled``.
+    """
+    from nas.hardware.compile import set_tvm_threads
+
+    _check_counts(repeats, number, warmup)
+    threads = set_tvm_threads(profile.resolved_cores())
+    args = compiled.to_tvm_inputs(*inputs)
+    for _ in range(warmup):
+        compiled.vm["main"](*args)
+    evaluator = compiled.vm.time_evaluator("main", compiled.device, number=number, repeat=repeats)
+    result = evaluator(*args)  # BenchmarkResult; .results holds each repeat's mean per run, in seconds
+    return summarize(
+        [t * 1e3 for t in result.results], profile=profile.name, backend="tvm", number=number, threads=threads,
+        is_tuned=compiled.is_tuned, target=json.dumps(compiled.target, sort_keys=True),
+    )
+
+
+def measure_onnxruntime(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    profile: HardwareProfile,
+    repeats: int = 10,
+    number: int = 5,
+    warmup: int = 2,
+) -> LatencyResult:
+    """Export ``model`` to ONNX (torch.export-based exporter) and time it with ONNX Runtime's CPU provider.
+
+    Args:
+        model: Module with one tensor output; put in eval mode for export, restored afterwards.
+        example_inputs: Inputs fixing shapes (the ONNX graph is static-shaped).
+        profile: The profile; its core count sets ``intra_op_num_threads``.
+        repeats: Timed repeats; ≥ 1.
+        number: Runs averaged per repeat; ≥ 1.
+        warmup: Untimed runs first; ≥ 0.
+
+    Returns:
+        A measured result with ``is_tuned=True`` (ORT's kernels are hand-optimised for the CPU).
+    """
+    import onnxruntime as ort
+
+    _check_counts(repeats, number, warmup)
+    threads = profile.resolved_cores()
+    with tempfile.TemporaryDirectory(prefix="lightnas-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        _export_onnx(model, example_inputs, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # threads inside one op (GEMMs): the profile's cores
+        options.inter_op_num_threads = 1  # the graph is a chain; parallel branches would only oversubscribe
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {meta.name: x.detach().cpu().numpy() for meta, x in zip(session.get_inputs(), example_inputs)}
+    repeat_ms = _time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
+    return summarize(repeat_ms, profile=profile.name, backend="onnxruntime", number=number, threads=threads, is_tuned=True)
+
+
+def measure_torch(
+    model: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    profile: HardwareProfile,
+    repeats: int = 10,
+    number: int = 5,
+    warmup: int = 2,
+) -> LatencyResult:
+    """Time ``model`` in torch eager mode under ``inference_mode`` with the profile's core count as threads.
+
+    torch's global thread count and the model's train/eval mode are restored afterwards.
+
+    Args:
+        model: The module; run in eval mode.
+        example_inputs: Inputs to time with.
+        profile: The profile; its core count sets ``torch.set_num_threads``.
+        repeats: Timed repeats; ≥ 1.
+        number: Runs averaged per repeat; ≥ 1.
+        warmup: Untimed runs first; ≥ 0.
+
+    Returns:
+        A measured result with ``is_tuned=True`` (eager kernels need no tuning).
+    """
+    import torch
+
+    _check_counts(repeats, number, warmup)
+    threads = profile.resolved_cores()
+    old_threads, was_training = torch.get_num_threads(), model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            repeat_ms = _time_runs(lambda: model(*example_inputs), repeats, number, warmup)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    return summarize(repeat_ms, profile=profile.name, backend="torch", number=number, threads=threads, is_tuned=True)
+
+
+def _time_runs(run: Callable[[], object], repeats: int, number: int, warmup: int) -> list[float]:
+    """Per-repeat mean time of ``run`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    repeat_ms = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            run()
+        repeat_ms.append((time.perf_counter() - start) * 1e3 / number)
+    return repeat_ms
+
+
+def _export_onnx(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Write ``model`` as ONNX with torch's torch.export-based exporter (the TorchScript one is deprecated)."""
+    import logging
+
+    import torch
+
+    # The exporter logs a warning per missing torchvision op and prints constant-folding notes; they say
+    # nothing about this model.
+    # ("Evaluation failed: cannot reshape ...", from onnxscript's constant folder, is one of those notes.)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    old_levels, was_training = [lg.level for lg in loggers], model.training
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    model.eval()
+    try:
+        torch.onnx.export(model, tuple(example_inputs), str(path), dynamo=True, external_data=False, verbose=False)
+    finally:
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
+        model.train(was_training)
+
+
+def _check_counts(repeats: int, number: int, warmup: int) -> None:
+    if repeats < 1 or number < 1 or warmup < 0:
+        raise ValueError(f"need repeats ≥ 1, number ≥ 1 and warmup ≥ 0; got {repeats=}, {number=}, {warmup=}")

@@ -1,0 +1,42 @@
+"""Shared fixtures: a cache folder for fine-tuned teachers, and small, fast campaign settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SST2 = REPO.parent / "shared" / "data" / "sst2"
+
+# Teachers fine-tuned by tests are cached here, so a second test run (and every test after the first in a
+# run) reuses them. A fresh clone starts empty, which is what CI sees.
+os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def small_campaign_dict(**overrides) -> dict:
+    """A campaign small enough for tests: ~20 s per trial on 2 cores."""
+    base = {
+        "name": "test",
+        "task": {"source": "sample", "max_train_examples": 600},
+        "teacher": {"max_steps": 60, "batch_size": 32},
+        "max_seq_len": 32,
+        "fidelity": {"steps": 40, "batch_size": 32},
+        "latency": {"repeats": 3, "number": 2},
+        "n_trials": 3,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture(scope="session")
+def sst2_dir() -> Path:
+    if not (SST2 / "dev.tsv").is_file():
+        pytest.skip(f"SST-2 not found at {SST2}")
+    return SST2
