@@ -1,84 +1,410 @@
-"""`Candidate`: one point of the joint search space, as a plain value.
+"""`Candidate`: one point of the joint search space, as a plain nested value.
 
 A Candidate is what Optuna samples, what Ray ships to a worker, what MLflow logs and what ``nas select``
-rebuilds. It is frozen (hashable, comparable) and ``from_dict(to_dict(c)) == c`` holds exactly.
+rebuilds. It joins the three families the search covers at once:
+
+- :class:`Architecture`: the residual width, one :class:`BlockSpec` per layer (heterogeneous layers, as in
+  HAT, https://arxiv.org/abs/2005.14187), the factorised embedding width and the trimmed vocabulary;
+- :class:`~nas.compress.recipe.CompressionRecipe`: pruning and quantization;
+- :class:`DistillSettings` and :class:`PretrainSettings`: how the student learns.
+
+Every part is a frozen dataclass (hashable, comparable), and ``Candidate.from_dict(c.to_dict()) == c``
+holds exactly, including through JSON (tuples become lists and come back as tuples).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-# Weight bit-width 32 means "not quantized" (fp32); 16 is stored as float16; 2..8 are integer codes.
-VALID_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+from nas.compress.recipe import CompressionRecipe
+
+BLOCK_TYPES = ("transformer", "conv", "bottleneck")
+ACTIVATIONS = ("gelu", "relu")
+PRETRAIN_OBJECTIVES = ("none", "mlm", "contrastive")
+CONTRASTIVE_TARGETS = ("dropout", "teacher")
+
+# Fields of each block type besides ``type``; anything else set on a BlockSpec is an error, so a
+# conditional parameter (heads of a conv block, say) can never silently ride along.
+BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
+    "transformer": ("heads", "head_size", "ffn_size", "activation"),
+    "conv": ("kernel_size", "ffn_size", "activation"),
+    "bottleneck": ("intra_size", "heads", "ffn_size", "n_ffn", "activation", "use_layernorm"),
+}
+
+
+def _from_fields(cls: type, data: dict[str, Any], what: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}; valid fields are {sorted(names)}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """Architecture, compression and distillation settings of one student.
+class BlockSpec:
+    """One encoder layer: its block type and that type's own settings.
+
+    Fields a type does not use stay None (see ``BLOCK_FIELDS``); the defaults of the used ones are filled
+    in, so two specs that build the same block compare equal.
 
     Args:
-        n_layers: Encoder layers; ≥ 1.
-        hidden_size: Width of the residual stream; divisible by ``n_heads``.
-        n_heads: Attention heads per layer; ≥ 1.
+        type: ``transformer`` (self-attention + FFN), ``conv`` (depthwise-separable 1-D conv over tokens
+            + FFN) or ``bottleneck`` (MobileBERT-style: project to ``intra_size``, attention and stacked
+            FFNs there, project back).
+        heads: Attention heads (transformer, bottleneck); ≥ 1.
+        head_size: Width of each head (transformer); None = ``hidden_size // heads``.
         ffn_size: Inner width of the feed-forward network; ≥ 1.
-        prune_rate: Share of encoder weights removed by magnitude pruning, in [0, 1).
-        weight_bits: Bit-width of weights after quantization; 32 means not quantized.
-        distill_alpha: Weight of the hard-label loss α in ``α·L_hard + (1−α)·T²·KL``, in [0, 1].
-        distill_temperature: Softmax temperature T of the soft loss; > 0.
+        activation: FFN activation, ``gelu`` or ``relu``.
+        kernel_size: Depthwise kernel over tokens (conv); odd, ≥ 1.
+        intra_size: Width inside a bottleneck block; its heads divide it.
+        n_ffn: Stacked FFNs inside a bottleneck block (MobileBERT uses 4); ≥ 1.
+        use_layernorm: Bottleneck normalisation: LayerNorm, or False for MobileBERT's NoNorm
+            (an element-wise ``x·γ + β``, cheaper on integer hardware).
+
+    Example:
+        >>> BlockSpec("conv", kernel_size=7, ffn_size=256).code
+        'c7f256'
+    """
+
+    type: str
+    heads: int | None = None
+    head_size: int | None = None
+    ffn_size: int | None = None
+    activation: str | None = None
+    kernel_size: int | None = None
+    intra_size: int | None = None
+    n_ffn: int | None = None
+    use_layernorm: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in BLOCK_TYPES:
+            raise ValueError(f"block type must be one of {BLOCK_TYPES}, got {self.type!r}")
+        used = BLOCK_FIELDS[self.type]
+        stray = [f.name for f in dataclasses.fields(self) if f.name not in (*used, "type") and getattr(self, f.name) is not None]
+        if stray:
+            raise ValueError(f"a {self.type} block takes {list(used)}, not {stray}")
+        defaults = {"activation": "gelu", "n_ffn": 1, "use_layernorm": True}
+        for name, value in defaults.items():
+            if name in used and getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        required = [n for n in used if n not in ("head_size",) and getattr(self, n) is None]
+        if required:
+            raise ValueError(f"a {self.type} block needs {required}")
+        for name in ("heads", "head_size", "ffn_size", "intra_size", "n_ffn", "kernel_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.kernel_size is not None and self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd so the output keeps the sequence length, got {self.kernel_size}")
+        if self.type == "bottleneck" and self.intra_size % self.heads:
+            raise ValueError(f"intra_size must be divisible by heads, got intra_size={self.intra_size}, heads={self.heads}")
+
+    def head_size_for(self, hidden_size: int) -> int:
+        """Width of each attention head in a residual stream of ``hidden_size``."""
+        if self.type == "transformer":
+            return self.head_size or hidden_size // self.heads
+        if self.type == "bottleneck":
+            return self.intra_size // self.heads
+        raise ValueError("a conv block has no attention heads")
+
+    @property
+    def code(self) -> str:
+        """Compact id: ``t4f512`` (transformer, heads, FFN), ``c7f256`` (conv, kernel), ``b128h4f256x2n``."""
+        act = "" if self.activation in (None, "gelu") else "r"
+        if self.type == "transformer":
+            return f"t{self.heads}{'' if self.head_size is None else 'd' + str(self.head_size)}f{self.ffn_size}{act}"
+        if self.type == "conv":
+            return f"c{self.kernel_size}f{self.ffn_size}{act}"
+        return f"b{self.intra_size}h{self.heads}f{self.ffn_size}x{self.n_ffn}{act}{'' if self.use_layernorm else 'n'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **{n: getattr(self, n) for n in BLOCK_FIELDS[self.type] if getattr(self, n) is not None}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlockSpec:
+        return _from_fields(cls, data, "BlockSpec")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The student's shape.
+
+    Args:
+        hidden_size: Width of the residual stream shared by every layer; ≥ 8.
+        layers: One :class:`BlockSpec` per encoder layer, bottom first; at least one.
+        embedding_size: Width of the token table when factorised (ALBERT: ``vocab × e`` then ``e × hidden``);
+            None = ``hidden_size``, no factorisation.
+        vocab_size: Rows kept after trimming the vocabulary to the task's most frequent tokens; None = the
+            tokenizer's full vocabulary.
+    """
+
+    hidden_size: int
+    layers: tuple[BlockSpec, ...]
+    embedding_size: int | None = None
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("an architecture needs at least one layer (n_layers >= 1)")
+        if self.hidden_size < 8:
+            raise ValueError(f"hidden_size must be >= 8, got {self.hidden_size=}")
+        for i, block in enumerate(self.layers):
+            if block.type == "transformer" and block.head_size is None and self.hidden_size % block.heads:
+                raise ValueError(f"hidden_size must be divisible by n_heads (layer {i}), got {self.hidden_size=}, heads={block.heads}")
+        if self.embedding_size is not None and self.embedding_size < 1:
+            raise ValueError(f"embedding_size must be >= 1, got {self.embedding_size=}")
+        if self.vocab_size is not None and self.vocab_size < 8:
+            raise ValueError(f"vocab_size must be >= 8 (special tokens need rows), got {self.vocab_size=}")
+
+    @property
+    def code(self) -> str:
+        """``H128-2*t2f512.c7f256`` plus ``-E64`` (factorised) and ``-V5000`` (trimmed) when set."""
+        runs: list[list[Any]] = []
+        for block in self.layers:
+            if runs and runs[-1][0] == block.code:
+                runs[-1][1] += 1
+            else:
+                runs.append([block.code, 1])
+        layers = ".".join(code if n == 1 else f"{n}*{code}" for code, n in runs)
+        emb = "" if self.embedding_size is None else f"-E{self.embedding_size}"
+        vocab = "" if self.vocab_size is None else f"-V{self.vocab_size}"
+        return f"H{self.hidden_size}-{layers}{emb}{vocab}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hidden_size": self.hidden_size,
+            "layers": [b.to_dict() for b in self.layers],
+            "embedding_size": self.embedding_size,
+            "vocab_size": self.vocab_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        data = dict(data)
+        data["layers"] = tuple(BlockSpec.from_dict(b) for b in data.get("layers", ()))
+        return _from_fields(cls, data, "Architecture")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """How the student learns from the teacher on the task.
+
+    ``L = α·CE + (1−α)·T²·KL(logits) + hidden_weight·MSE(W·h_s, h_t) + attention_weight·KL(A_t ‖ A_s)``,
+    the feature terms averaged over student layers mapped to teacher layers by
+    :func:`nas.compress.distill.layer_mapping` (TinyBERT, https://arxiv.org/abs/1909.10351).
+
+    Args:
+        alpha: Weight α of the hard-label loss, in [0, 1].
+        temperature: Softmax temperature T of the soft loss; > 0.
+        hidden_weight: Weight of the hidden-state MSE through a learned projection; ≥ 0 (0 = off).
+        attention_weight: Weight of the attention-map KL (attention-bearing layers only); ≥ 0 (0 = off).
+        inherit: Start from the teacher's weights (layer selection, importance-ordered width slicing).
+    """
+
+    alpha: float = 0.5
+    temperature: float = 2.0
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    inherit: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.alpha=}")
+        if self.temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.temperature=}")
+        if self.hidden_weight < 0 or self.attention_weight < 0:
+            raise ValueError(f"feature weights must be >= 0, got {self.hidden_weight=}, {self.attention_weight=}")
+
+    @property
+    def code(self) -> str:
+        feats = (f"h{self.hidden_weight:g}" if self.hidden_weight else "") + (f"A{self.attention_weight:g}" if self.attention_weight else "")
+        return f"a{self.alpha:g}T{self.temperature:.3g}{feats}{'' if self.inherit else '-scratch'}"
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """A task-agnostic stage before distillation (see :mod:`nas.pretrain`).
+
+    Args:
+        objective: ``none``, ``mlm`` (masked language modelling, 15 % masked, 80/10/10) or ``contrastive``
+            (in-batch InfoNCE on sentence embeddings).
+        steps: Optimiser steps of the stage; ≥ 0 (0 with an objective = off).
+        contrastive_target: ``dropout`` (two dropout views of each sentence, SimCSE) or ``teacher``
+            (align to the teacher's sentence embeddings).
+    """
+
+    objective: str = "none"
+    steps: int = 0
+    contrastive_target: str = "dropout"
+
+    def __post_init__(self) -> None:
+        if self.objective not in PRETRAIN_OBJECTIVES:
+            raise ValueError(f"pretrain objective must be one of {PRETRAIN_OBJECTIVES}, got {self.objective!r}")
+        if self.contrastive_target not in CONTRASTIVE_TARGETS:
+            raise ValueError(f"contrastive_target must be one of {CONTRASTIVE_TARGETS}, got {self.contrastive_target!r}")
+        if self.steps < 0:
+            raise ValueError(f"pretrain steps must be >= 0, got {self.steps=}")
+        # Settings that change nothing are normalised, so equal stages compare (and cache) equal.
+        if self.objective == "none":
+            object.__setattr__(self, "steps", 0)
+        if self.objective != "contrastive":
+            object.__setattr__(self, "contrastive_target", "dropout")
+
+    @property
+    def is_active(self) -> bool:
+        return self.objective != "none" and self.steps > 0
+
+    @property
+    def code(self) -> str:
+        if not self.is_active:
+            return ""
+        target = "-tch" if self.objective == "contrastive" and self.contrastive_target == "teacher" else ""
+        return f"{self.objective[:3]}{self.steps}{target}"
+
+
+_LEGACY = ("n_layers", "hidden_size", "n_heads", "ffn_size", "prune_rate", "weight_bits", "distill_alpha", "distill_temperature")
+
+
+@dataclass(frozen=True, init=False)
+class Candidate:
+    """Architecture, compression, distillation and pretraining of one student.
+
+    ``Candidate(n_layers=2, hidden_size=128, n_heads=2, ffn_size=512, prune_rate=…, weight_bits=…,
+    distill_alpha=…, distill_temperature=…)`` is shorthand for a uniform stack of transformer blocks.
+
+    Args:
+        architecture: The student's shape.
+        compression: How it is pruned and quantized after distillation.
+        distill: Distillation settings.
+        pretrain: The optional task-agnostic pretraining stage.
 
     Example:
         >>> c = Candidate(n_layers=2, hidden_size=128, n_heads=2, ffn_size=512)
+        >>> c.key
+        'H128-2*t2f512-a0.5T2'
         >>> Candidate.from_dict(c.to_dict()) == c
         True
     """
 
-    n_layers: int
-    hidden_size: int
-    n_heads: int
-    ffn_size: int
-    prune_rate: float = 0.0
-    weight_bits: int = 32
-    distill_alpha: float = 0.5
-    distill_temperature: float = 2.0
+    architecture: Architecture
+    compression: CompressionRecipe = field(default_factory=CompressionRecipe)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
-    def __post_init__(self) -> None:
-        if self.n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {self.n_layers=}")
-        if self.n_heads < 1 or self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size must be divisible by n_heads, got {self.hidden_size=}, {self.n_heads=}")
-        if self.ffn_size < 1:
-            raise ValueError(f"ffn_size must be >= 1, got {self.ffn_size=}")
-        if not 0.0 <= self.prune_rate < 1.0:
-            raise ValueError(f"prune_rate must be in [0, 1), got {self.prune_rate=}")
-        if self.weight_bits not in VALID_WEIGHT_BITS:
-            raise ValueError(f"weight_bits must be one of {VALID_WEIGHT_BITS}, got {self.weight_bits=}")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha=}")
-        if self.distill_temperature <= 0:
-            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature=}")
+    def __init__(
+        self,
+        architecture: Architecture | None = None,
+        compression: CompressionRecipe | None = None,
+        distill: DistillSettings | None = None,
+        pretrain: PretrainSettings | None = None,
+        **flat: Any,
+    ) -> None:
+        unknown = sorted(set(flat) - set(_LEGACY))
+        if unknown:
+            raise ValueError(f"unknown Candidate field(s) {unknown}; valid fields are {sorted(_FIELDS)} or the shorthand {list(_LEGACY)}")
+        if flat:
+            if architecture is not None:
+                raise ValueError("give either architecture= or the flat shorthand (n_layers, hidden_size, …), not both")
+            architecture, compression, distill = _from_flat(flat, compression, distill)
+        if architecture is None:
+            raise ValueError("a Candidate needs an architecture (or n_layers, hidden_size, n_heads, ffn_size)")
+        object.__setattr__(self, "architecture", architecture)
+        object.__setattr__(self, "compression", compression or CompressionRecipe())
+        object.__setattr__(self, "distill", distill or DistillSettings())
+        object.__setattr__(self, "pretrain", pretrain or PretrainSettings())
+
+    # Flat views other modules read.
+    @property
+    def n_layers(self) -> int:
+        return len(self.architecture.layers)
 
     @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.n_heads
+    def hidden_size(self) -> int:
+        return self.architecture.hidden_size
+
+    @property
+    def prune_rate(self) -> float:
+        return self.compression.prune_rate
+
+    @property
+    def weight_bits(self) -> int:
+        return self.compression.weight_bits
+
+    @property
+    def distill_alpha(self) -> float:
+        return self.distill.alpha
+
+    @property
+    def distill_temperature(self) -> float:
+        return self.distill.temperature
+
+    @property
+    def block_types(self) -> tuple[str, ...]:
+        return tuple(sorted({b.type for b in self.architecture.layers}))
 
     @property
     def key(self) -> str:
-        """A compact, human-readable id, e.g. ``L2-H128-A2-F512-p0.3-w8-a0.5-T2``."""
-        return (
-            f"L{self.n_layers}-H{self.hidden_size}-A{self.n_heads}-F{self.ffn_size}"
-            f"-p{self.prune_rate:g}-w{self.weight_bits}-a{self.distill_alpha:g}-T{self.distill_temperature:g}"
-        )
+        """A compact, human-readable id: architecture, compression, distillation[, pretraining]."""
+        compression = "" if self.compression.is_identity else self.compression.key
+        parts = [self.architecture.code, compression, self.distill.code, self.pretrain.code]
+        return "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested plain dict of JSON types (lists, not tuples)."""
+        return {
+            "architecture": self.architecture.to_dict(),
+            "compression": self.compression.to_dict(),
+            "distill": dataclasses.asdict(self.distill),
+            "pretrain": dataclasses.asdict(self.pretrain),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        """Rebuild a Candidate; unknown keys are an error, missing optional keys take their defaults."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """Rebuild a Candidate; unknown keys are an error, missing optional sections take their defaults.
+
+        A flat dict of the shorthand fields (``n_layers``, ``hidden_size``, …) is accepted too.
+        """
+        if set(data) & set(_LEGACY):
+            return cls(**data)
+        unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
-            raise ValueError(f"unknown Candidate field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**data)
+            raise ValueError(f"unknown Candidate field(s) {unknown}; valid fields are {sorted(_FIELDS)}")
+        if "architecture" not in data:
+            raise ValueError("a Candidate dict needs an 'architecture' section")
+        return cls(
+            architecture=Architecture.from_dict(data["architecture"]),
+            compression=CompressionRecipe.from_dict(data.get("compression", {})),
+            distill=_from_fields(DistillSettings, data.get("distill", {}), "DistillSettings"),
+            pretrain=_from_fields(PretrainSettings, data.get("pretrain", {}), "PretrainSettings"),
+        )
+
+
+_FIELDS = ("architecture", "compression", "distill", "pretrain")
+
+
+def _from_flat(flat: dict[str, Any], compression: CompressionRecipe | None, distill: DistillSettings | None) -> tuple:
+    missing = [n for n in ("n_layers", "hidden_size", "n_heads", "ffn_size") if n not in flat]
+    if missing:
+        raise ValueError(f"the flat Candidate shorthand needs {missing}")
+    if flat["n_layers"] < 1:
+        raise ValueError(f"n_layers must be >= 1, got n_layers={flat['n_layers']}")
+    if flat["n_heads"] < 1 or flat["hidden_size"] % flat["n_heads"]:
+        raise ValueError(f"hidden_size must be divisible by n_heads, got hidden_size={flat['hidden_size']}, n_heads={flat['n_heads']}")
+    block = BlockSpec("transformer", heads=flat["n_heads"], ffn_size=flat["ffn_size"])
+    architecture = Architecture(hidden_size=flat["hidden_size"], layers=(block,) * flat["n_layers"])
+    recipe = dict((compression or CompressionRecipe()).to_dict())
+    for name in ("prune_rate", "weight_bits"):
+        if name in flat:
+            recipe[name] = flat[name]
+    try:
+        compression = CompressionRecipe(**recipe)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    settings = dataclasses.asdict(distill or DistillSettings())
+    settings.update({k.removeprefix("distill_"): v for k, v in flat.items() if k.startswith("distill_")})
+    return architecture, compression, DistillSettings(**settings)

@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="Hardware profiles: list them, show one.", invoke_without_command=True)
 app.add_typer(profiles_app, name="profiles")
+space_app = typer.Typer(help="Search spaces: list them, show one with its size.", invoke_without_command=True)
+app.add_typer(space_app, name="space")
 
 CampaignDirArg = Annotated[Path, typer.Argument(help="Campaign folder (the --out of 'nas search').")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Campaign YAML file; default: the bundled demo campaign.")]
@@ -136,15 +138,26 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
     study, config = load_study(campaign_dir)
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "?")} for t in trials if t.state == TrialState.FAIL]
+    retried = sum(1 for t in trials if t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))
+    failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "?")} for t in trials
+                if t.state == TrialState.FAIL and not (t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))]
+    infeasible = [{"trial": t.number, "reason": t.user_attrs.get("infeasible_reason", "?")} for t in trials
+                  if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False]
     pareto = pareto_summary(study, config) if counts["COMPLETE"] else []
     if as_json:
-        out.result(json.dumps({"n_trials": config.n_trials, "states": counts, "failures": failures, "pareto": pareto}, indent=2))
+        out.result(json.dumps({"n_trials": config.n_trials, "states": counts, "failures": failures,
+                               "infeasible": infeasible, "pareto": pareto}, indent=2))
         return
-    done = counts["COMPLETE"] + counts["FAIL"]
-    out.result(f"campaign {config.name}: {done}/{config.n_trials} trials finished ({counts['COMPLETE']} complete, {counts['FAIL']} failed, {counts['RUNNING']} running)")
+    done = counts["COMPLETE"] + counts["PRUNED"] + len(failures)
+    out.result(
+        f"campaign {config.name}: {done}/{config.n_trials} trials finished ({counts['COMPLETE']} complete, "
+        f"{counts['PRUNED']} stopped early, {len(failures)} failed, {counts['RUNNING']} running"
+        + (f"; {retried} interrupted or duplicate, re-run" if retried else "") + ")"
+    )
     for f in failures:
         out.result(f"  trial {f['trial']} FAILED: {f['reason']}")
+    for f in infeasible:
+        out.result(f"  trial {f['trial']} infeasible: {f['reason']}")
     for p in pareto:
         lat = ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in p["latency"].items())
         out.result(f"  pareto trial {p['trial']}: accuracy {p['accuracy']:.3f}, {lat}, {p['size_bytes'] / 1024:.0f} KiB")
@@ -164,7 +177,10 @@ def profiles_list(ctx: typer.Context) -> None:
         table.add_column(col)
     for name in list_profiles():
         p = load_profile(name)
-        table.add_row(p.name, p.hw_class, json.dumps(p.target), p.latency.method)
+        how = p.latency.method
+        if how == "rpc":
+            how += f" {p.latency.rpc_host}:{p.latency.rpc_port} key {p.latency.rpc_key} (else estimate)"
+        table.add_row(p.name, p.hw_class, json.dumps(p.target), how)
     Output().result(table)
 
 
@@ -176,6 +192,228 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name (see 'n
     from nas.hardware.profiles import load_profile
 
     Output().result(yaml.safe_dump(load_profile(name).model_dump(mode="json"), sort_keys=False))
+
+
+@space_app.callback()
+def space_list(ctx: typer.Context) -> None:
+    """List the bundled search spaces with their size and description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from nas.search.space import list_spaces, load_space
+
+    table = Table()
+    for col in ("name", "configurations", "description"):
+        table.add_column(col)
+    for name in list_spaces():
+        space = load_space(name)
+        size = space.size()
+        table.add_row(space.name, "continuous" if size is None else f"{size:,}", space.description)
+    Output().result(table)
+
+
+SPACE_EXAMPLES = """
+Examples:
+
+  nas space show default
+
+  nas space show mcu --json
+
+  nas space show my_space.yaml
+"""
+
+
+@space_app.command("show", epilog=SPACE_EXAMPLES)
+def space_show(
+    name: Annotated[str, typer.Argument(help="Space name (see 'nas space') or a .yaml path.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a search space: every searched or pinned field, and its size."""
+    from nas.search.space import load_space
+
+    space = load_space(name)
+    size = space.size()
+    out = Output(as_json=as_json)
+    if as_json:
+        out.result(json.dumps({"name": space.name, "size": size, "space": space.model_dump(mode="json")}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{space.name}: {space.description}")
+    table.add_column("field")
+    table.add_column("distribution or value")
+    for field, text in space.describe():
+        table.add_row(field, text)
+    out.result(table)
+    if size is None:
+        out.result("size: continuous (a float parameter has no step), so the number of configurations is unbounded")
+    else:
+        out.result(f"size: {size:,} discrete configurations")
+
+
+REPORT_EXAMPLES = """
+Examples:
+
+  nas report campaigns/demo
+
+  nas report campaigns/demo --png --out docs/report     # also PNGs of the main plots (needs chromium)
+"""
+
+SELECT_EXAMPLES = """
+Examples:
+
+  nas select campaigns/demo --profile host
+
+  nas select campaigns/demo --profile host --max-latency-ms 20 --min-accuracy 0.8
+
+  nas select campaigns/demo --profile host --max-size-kb 2048 --finalize --export-dir dist/host
+"""
+
+
+@app.command(epilog=REPORT_EXAMPLES)
+def report(
+    campaign_dir: CampaignDirArg,
+    report_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write into; default: the campaign folder.")] = None,
+    png: Annotated[bool, typer.Option("--png", help="Also save the main plots as PNG under <out>/img (needs chromium).")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a campaign's HTML report (self-contained, offline) with its JSON and CSV tables."""
+    from nas.report import build_report
+
+    files = build_report(campaign_dir, report_dir, png=png, tracking_uri=tracking_uri)
+    paths = {"html": files.html, "json": files.json, "trials_csv": files.trials_csv, "pareto_csv": files.pareto_csv,
+             **{f"png.{k}": v for k, v in files.png.items()}}
+    out = Output(as_json=as_json)
+    if as_json:
+        out.result(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    else:
+        out.result("\n".join(f"{k}: {v}" for k, v in paths.items()))
+
+
+@app.command(epilog=SELECT_EXAMPLES)
+def select(
+    campaign_dir: CampaignDirArg,
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Hardware profile to select for (one of the campaign's).")],
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Latency limit on the profile, ms (median, batch 1); default: none.")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Validation accuracy floor in [0, 1]; default: none.")] = None,
+    max_size_kb: Annotated[Optional[float], typer.Option("--max-size-kb", help="Stored size limit, KiB; default: none.")] = None,
+    finalize: Annotated[bool, typer.Option("--finalize", help="Retrain with the full distillation budget (+ QAT if quantized) before exporting.")] = False,
+    finalize_steps: Annotated[Optional[int], typer.Option("--finalize-steps", min=1, help="Distillation steps with --finalize; default: 4x the search budget.")] = None,
+    export_dir: Annotated[Optional[Path], typer.Option("--export-dir", help="Where to write the exports; default: <campaign>/selected/<profile>.")] = None,
+    tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick the best model for a profile, test it on held-out data and export it (HF, ONNX, TVM, model card)."""
+    from nas.select import SelectionCriteria, select_model
+
+    out = Output(quiet=quiet, as_json=as_json)
+    criteria = SelectionCriteria(profile=profile, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy, max_size_kb=max_size_kb)
+    result = select_model(campaign_dir, criteria, export_dir=export_dir, finalize=finalize, finalize_steps=finalize_steps,
+                          tracking_uri=tracking_uri, out=out)
+    summary = {"trial": result.choice.trial, "profile": profile, "reasons": result.choice.reasons,
+               "validation_accuracy": result.validation_accuracy, "test_accuracy": result.test_accuracy,
+               "latency": result.choice.latency, "steps": result.steps, "finalized": result.finalized,
+               "files": result.files, "registered": result.registered, "notes": result.notes}
+    if as_json:
+        out.result(json.dumps(summary, indent=2, default=str))
+        return
+    lat = result.choice.latency
+    out.result("\n".join([
+        f"selected trial {result.choice.trial} for {profile}: test accuracy {result.test_accuracy:.4f} "
+        f"(validation {result.validation_accuracy:.4f}), {lat['median_ms']:.3f} ms "
+        f"({'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'} {lat['backend']})",
+        *(f"  {r}" for r in result.choice.reasons),
+        *(f"  {kind}: {path}" for kind, path in result.files.items()),
+        f"  registered: {result.registered['model_name']} version {result.registered['version']} (run {result.registered['run_id']})",
+        *(f"  note: {n}" for n in result.notes),
+    ]))
+
+
+BENCH_EXAMPLES = """
+Examples:
+
+  nas bench path/to/hf-folder        # host, phone-flagship, mcu-m7; 128 tokens
+
+  nas bench model.onnx --profiles host,rpi4 --seq-len 64 --json
+
+  nas bench path/to/hf-folder --quantize int8 --tune-trials 64
+"""
+
+
+def _human(value: float, unit: str = "") -> str:
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _ms(value_ms: float) -> str:
+    return f"{value_ms:.0f}" if value_ms >= 100 else f"{value_ms:.3g}"
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:.2f} MiB" if n_bytes >= 2**20 else f"{n_bytes / 1024:.1f} KiB"
+
+
+def _bench_table(result):
+    """The rich table of a BenchResult: one row per profile, then the host references; details in the caption."""
+    from rich.table import Table
+
+    caption = [f"latency: median (min-max) over {max([p.latency.repeats for p in result.profiles] + [0])} repeats "
+               f"where measured; threads per profile: {', '.join(f'{p.profile} {p.latency.threads}' for p in result.profiles)}"]
+    caption += [f"{p.profile} does not fit: {'; '.join(p.feasibility.reasons)}" for p in result.profiles if not p.feasibility.is_feasible]
+    caption += result.notes
+    table = Table(title=f"{result.model}: {result.architecture}, {result.weight_bits}-bit weights, "
+                        f"batch {result.batch} x {result.seq_len} tokens",
+                  caption="\n".join(caption), caption_justify="left")
+    for col in ("profile", "latency", "how", "FLOPs", "params", "stored", "peak act.", "fits"):
+        table.add_column(col, no_wrap=col in ("profile", "FLOPs", "params", "fits"))
+    model_cols = [_human(result.flops), _human(result.num_params), _mib(result.stored_size_bytes),
+                  _mib(result.peak_activation_bytes)]
+
+    def latency(r) -> str:
+        return f"{_ms(r.median_ms)} ms" + (f"\n({_ms(r.min_ms)}-{_ms(r.max_ms)})" if r.repeats else "")
+
+    def how(r) -> str:
+        return f"{'measured' if r.is_measured else 'estimated'},\n{'tuned' if r.is_tuned else 'untuned'} {r.backend}"
+
+    for p in result.profiles:
+        fits = "[green]yes[/]" if p.feasibility.is_feasible else "[red]no[/]"
+        table.add_row(p.profile, latency(p.latency), how(p.latency), *model_cols, fits)
+    for name, r in result.reference.items():
+        table.add_row(f"{r.profile}\n{name}", latency(r), how(r), "", "", "", "", "")
+    return table
+
+
+@app.command(epilog=BENCH_EXAMPLES)
+def bench(
+    model: Annotated[str, typer.Argument(help="A Hugging Face model folder (save_pretrained) or an .onnx file.")],
+    profiles: Annotated[str, typer.Option("--profiles", "-p", help="Comma-separated profiles (see 'nas profiles'); default: host,phone-flagship,mcu-m7.")] = "host,phone-flagship,mcu-m7",
+    seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence; default: 128.")] = 128,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences per run; default: 1.")] = 1,
+    quantize: Annotated[str, typer.Option("--quantize", help="Weight quantization: none or int8 (accounted as int8 kernels); default: none.")] = "none",
+    tune_trials: Annotated[int, typer.Option("--tune-trials", min=0, help="MetaSchedule trials per new workload on local profiles; default: 0 (untuned; tuning costs minutes per workload).")] = 0,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed repeats per measurement; default: 10.")] = 10,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI; default: SQLite in ./bench/.")] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark an existing model on hardware profiles: latency, FLOPs, size, memory, fit."""
+    from nas.bench import run_bench
+
+    out = Output(quiet=quiet, as_json=as_json)
+    names = [name.strip() for name in profiles.split(",") if name.strip()]
+    result = run_bench(model, names, seq_len=seq_len, batch=batch, quantize=quantize, tune_trials=tune_trials,
+                       repeats=repeats, tracking_uri=tracking_uri, out=out)
+    if as_json:
+        # markup off: notes and reasons may hold [brackets] that rich would read as style tags
+        out.stdout.print(json.dumps(result.to_dict(), indent=2), markup=False, highlight=False)
+        return
+    out.result(_bench_table(result))
+    out.result(f"mlflow: {result.tracking_uri} (experiment bench, run {result.run_id})")
 
 
 def main() -> None:
@@ -198,6 +436,13 @@ def main() -> None:
         if hasattr(exc, "show"):
             exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:
+        from nas.errors import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        out.error("no space left on the device; free some space and run the command again.")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

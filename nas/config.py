@@ -40,12 +40,66 @@ class ObjectiveConfig(_Strict):
         return f"{self.metric}@{self.profile}" if self.profile else self.metric
 
 
-class FidelityConfig(_Strict):
-    """Training budget of each trial (the same for every candidate, so accuracies compare)."""
+class ConstraintConfig(_Strict):
+    """A hard limit, e.g. ``{metric: latency_ms, profile: pixel-7, max: 20}``; violating trials are infeasible.
 
-    steps: int = Field(150, ge=0)  # optimiser steps of distillation
+    Infeasible trials stay in the study (COMPLETE, with Optuna constraint values > 0) and are excluded from
+    the Pareto set; samplers that support constraints (NSGA-II, TPE, GP) steer away from them.
+    """
+
+    metric: Literal["accuracy", "latency_ms", "size_bytes"]
+    profile: str | None = None  # required for latency_ms
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ConstraintConfig:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("a constraint needs exactly one of 'max' or 'min'")
+        if self.metric == "latency_ms" and not self.profile:
+            raise ValueError("a latency_ms constraint needs a 'profile' (e.g. host)")
+        return self
+
+    @property
+    def name(self) -> str:
+        bound = f"<={self.max:g}" if self.max is not None else f">={self.min:g}"
+        return f"{self.metric}@{self.profile}{bound}" if self.profile else f"{self.metric}{bound}"
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the limit (≤ 0 means satisfied), Optuna's constraint convention."""
+        return value - self.max if self.max is not None else self.min - value
+
+
+class FidelityConfig(_Strict):
+    """Training budget of each trial.
+
+    With ``min_steps`` set, trials run successive halving: every trial first trains ``min_steps``; a trial
+    is promoted to the next rung (×``reduction_factor`` steps, up to ``steps``) only if it is non-dominated
+    among the results at its rung, else it ends PRUNED with its low-fidelity metrics recorded. Only trials
+    that reach ``steps`` are COMPLETE, so the Pareto set compares equal budgets.
+    """
+
+    steps: int = Field(150, ge=0)  # optimiser steps of distillation (the full budget)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-4, gt=0)
+    min_steps: int | None = Field(None, ge=1)  # first rung of successive halving; None = every trial gets `steps`
+    reduction_factor: int = Field(3, ge=2)  # η: rung budgets grow by this factor
+
+    @model_validator(mode="after")
+    def _check(self) -> FidelityConfig:
+        if self.min_steps is not None and self.min_steps >= self.steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must be below steps ({self.steps})")
+        return self
+
+    def rungs(self) -> list[int]:
+        """Step budgets of the rungs, smallest first; the last is always ``steps``."""
+        if self.min_steps is None:
+            return [self.steps]
+        budgets, b = [], self.min_steps
+        while b < self.steps:
+            budgets.append(b)
+            b *= self.reduction_factor
+        return budgets + [self.steps]
 
 
 class ExecutorConfig(_Strict):
@@ -56,6 +110,7 @@ class ExecutorConfig(_Strict):
     cpus_per_trial: int = Field(1, ge=1)  # ray only: CPUs declared by, and threads used in, each trial
     address: str | None = None  # ray only: a cluster address; None starts Ray locally
     max_retries: int = Field(2, ge=0)  # ray only: retries of a trial whose worker process died
+    memory_mib_per_trial: int | None = Field(None, ge=64)  # enforced per trial (MemoryError beyond); declared to Ray
 
 
 class LatencyConfig(_Strict):
@@ -64,6 +119,12 @@ class LatencyConfig(_Strict):
     repeats: int = Field(10, ge=3)  # median and spread are over these
     number: int = Field(5, ge=1)  # runs averaged inside each repeat
     reference_backends: list[Literal["onnxruntime", "torch"]] = ["onnxruntime"]
+    # MetaSchedule tuning from the shared database ($LIGHTNAS_CACHE/tuning): minutes per *new* workload on
+    # 2 cores, then free for every later candidate and campaign with that workload. Off: untuned, labelled so.
+    tune: bool = False
+    trials_per_task: int = Field(64, ge=1)  # MetaSchedule trials per new workload
+    max_new_tasks: int | None = Field(None, ge=0)  # tune at most this many new workloads per build (largest first)
+    check_compile: bool = True  # cross-compile each candidate for each non-local profile (infeasible if it fails)
 
 
 class CampaignConfig(_Strict):
@@ -82,7 +143,12 @@ class CampaignConfig(_Strict):
         ],
         min_length=1,
     )
+    constraints: list[ConstraintConfig] = Field(default_factory=list)
     sampler: Literal["nsga2", "tpe", "random", "gp"] = "nsga2"
+    # Optuna storage: None = SQLite in the campaign folder (one writer: the driver); "journal" = Optuna's
+    # journal file in the folder (NFS-friendly); or a URL such as postgresql://user:pw@host/db for clusters.
+    storage: str | None = None
+    log_onnx: bool = True  # log each trial's compressed student to MLflow as ONNX (~4 bytes/parameter)
     n_trials: int = Field(12, ge=1)
     timeout_s: float | None = Field(None, gt=0)  # stop asking for trials after this many wall seconds
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
@@ -98,6 +164,9 @@ class CampaignConfig(_Strict):
         for o in self.objectives:
             if o.profile and o.profile not in self.profiles:
                 raise ValueError(f"objective {o.name} names profile '{o.profile}', which is not in profiles {self.profiles}")
+        for c in self.constraints:
+            if c.profile and c.profile not in self.profiles:
+                raise ValueError(f"constraint {c.name} names profile '{c.profile}', which is not in profiles {self.profiles}")
         return self
 
 

@@ -1,8 +1,9 @@
 """The budgeted train/distil/evaluate loop for one student.
 
-Reads top to bottom like nanoGPT's ``train.py``: sample a batch, distil against cached teacher logits,
-step, keep pruned weights at zero, repeat for a fixed step budget. No Optuna, Ray or MLflow in here:
-a caller that wants to report progress passes ``on_step``.
+Reads top to bottom like nanoGPT's ``train.py``: sample a batch, distil against cached teacher logits
+(and, when their weights are > 0, against the teacher's hidden states and attention maps), step, keep
+pruned weights at zero, repeat for a fixed step budget. No Optuna, Ray or MLflow in here: a caller that
+wants to report progress passes ``on_step``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nas.compress.distill import distillation_loss
+from nas.compress.distill import attention_loss, distillation_loss, hidden_projection, hidden_state_loss, layer_mapping
 
 if TYPE_CHECKING:
     from nas.data.tokenize import TokenizedSplit
@@ -51,6 +52,22 @@ def get_lr(step: int, settings: TrainSettings) -> float:
     return settings.lr * max(0.0, (settings.steps - step) / max(1, settings.steps - warmup))
 
 
+def trim_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop padding columns no row of the batch uses. SST-2 sentences average 13 of 64 tokens, so this is
+    several times less compute, and masked positions never change a student's or a BERT's outputs."""
+    used = max(1, int(attention_mask.sum(-1).max()))
+    return input_ids[:, :used], attention_mask[:, :used]
+
+
+def use_eager_attention(teacher: torch.nn.Module) -> torch.nn.Module:
+    """Switch a Hugging Face teacher to eager attention: SDPA kernels do not return attention maps."""
+    if hasattr(teacher, "set_attn_implementation"):
+        teacher.set_attn_implementation("eager")
+    else:  # older transformers
+        teacher.config._attn_implementation = "eager"
+    return teacher
+
+
 def distil(
     model: torch.nn.Module,
     train: TokenizedSplit,
@@ -61,8 +78,16 @@ def distil(
     temperature: float = 2.0,
     masks: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    teacher: torch.nn.Module | None = None,
+    hidden_weight: float = 0.0,
+    attention_weight: float = 0.0,
 ) -> list[float]:
-    """Train ``model`` in place with ``L = α·L_hard + (1−α)·T²·KL(teacher ‖ student)``.
+    """Train ``model`` in place with ``L = α·L_hard + (1−α)·T²·KL(teacher ‖ student)`` plus feature terms.
+
+    The feature terms (TinyBERT) compare student layer ``i`` with teacher layer
+    ``layer_mapping(n_s, n_t)[i]``: ``hidden_weight·MSE(W·h_s, h_t)`` through a learned projection ``W``
+    (trained with the student, then dropped) and ``attention_weight·KL(A_t ‖ A_s)`` over the layers that
+    have attention (conv blocks have none).
 
     Args:
         model: A student whose ``forward(input_ids, attention_mask)`` returns logits.
@@ -73,15 +98,28 @@ def distil(
         temperature: Softmax temperature of the soft term; > 0.
         masks: Pruning masks by parameter name; pruned weights are held at zero after every step.
         on_step: Called with ``(step, loss)`` after each step.
+        teacher: A Hugging Face BERT teacher (``output_hidden_states``/``output_attentions``); required
+            when a feature weight is > 0, run in eval mode without gradients.
+        hidden_weight: Weight of the hidden-state MSE; ≥ 0.
+        attention_weight: Weight of the attention-map KL; ≥ 0.
 
     Returns:
         The loss of every step.
     """
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the split has {len(train)}")
+    use_features = hidden_weight > 0 or attention_weight > 0
+    if use_features and teacher is None:
+        raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (teacher=...)")
+    projection = None
+    if use_features:
+        use_eager_attention(teacher).eval()
+        mapping = layer_mapping(len(model.bert.encoder.layer), teacher.config.num_hidden_layers)
+        projection = hidden_projection(model.config.hidden_size, teacher.config.hidden_size) if hidden_weight > 0 else None
     params = dict(model.named_parameters())
-    decay = [p for n, p in params.items() if p.dim() >= 2]
-    no_decay = [p for n, p in params.items() if p.dim() < 2]  # biases and LayerNorm, as in BERT
+    extra = list(projection.parameters()) if projection is not None else []
+    decay = [p for n, p in params.items() if p.dim() >= 2] + [p for p in extra if p.dim() >= 2]
+    no_decay = [p for n, p in params.items() if p.dim() < 2] + [p for p in extra if p.dim() < 2]  # biases, norms
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
@@ -101,11 +139,19 @@ def distil(
 
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, settings)
-        logits = model(train.input_ids[idx], train.attention_mask[idx])
+        input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
+        if use_features:
+            logits, hidden, attentions = model.forward_features(input_ids, attention_mask)
+        else:
+            logits = model(input_ids, attention_mask)
         if teacher_logits is None:
             loss = torch.nn.functional.cross_entropy(logits, train.labels[idx])
         else:
             loss = distillation_loss(logits, teacher_logits[idx], train.labels[idx], alpha, temperature)
+        if use_features:
+            loss = loss + _feature_loss(
+                teacher, input_ids, attention_mask, hidden, attentions, mapping, projection, hidden_weight, attention_weight
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -124,12 +170,38 @@ def distil(
     return losses
 
 
+def _feature_loss(
+    teacher: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hidden: list[torch.Tensor],
+    attentions: list[torch.Tensor | None],
+    mapping: list[int],
+    projection: torch.nn.Module | None,
+    hidden_weight: float,
+    attention_weight: float,
+) -> torch.Tensor:
+    """``hidden_weight·mean MSE + attention_weight·mean KL`` over mapped layer pairs."""
+    with torch.no_grad():
+        out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True)
+    loss = hidden[-1].new_zeros(())
+    if hidden_weight > 0:
+        # hidden[0] is the embeddings output, so layer i is hidden[i + 1] in both lists.
+        terms = [hidden_state_loss(projection(hidden[i + 1]), out.hidden_states[t + 1], attention_mask=attention_mask)
+                 for i, t in enumerate(mapping)]
+        loss = loss + hidden_weight * torch.stack(terms).mean()
+    pairs = [(a, out.attentions[t]) for a, t in zip(attentions, mapping) if a is not None]
+    if attention_weight > 0 and pairs:
+        loss = loss + attention_weight * torch.stack([attention_loss(a_s, a_t) for a_s, a_t in pairs]).mean()
+    return loss
+
+
 @torch.inference_mode()
 def predict(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> torch.Tensor:
     """Logits ``(N, C)`` of ``model`` on every row of ``split``, in eval mode."""
     model.eval()
     chunks = [
-        model(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size])
+        model(*trim_batch(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size]))
         for i in range(0, len(split), batch_size)
     ]
     return torch.cat(chunks)

@@ -26,6 +26,7 @@ def small_campaign_dict(**overrides) -> dict:
         "fidelity": {"steps": 40, "batch_size": 32},
         "latency": {"repeats": 3, "number": 2},
         "n_trials": 3,
+        "log_onnx": False,  # the MLflow server test turns it on and checks the artifact
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -40,3 +41,24 @@ def sst2_dir() -> Path:
     if not (SST2 / "dev.tsv").is_file():
         pytest.skip(f"SST-2 not found at {SST2}")
     return SST2
+
+
+@pytest.fixture(scope="session")
+def small_campaign(tmp_path_factory) -> Path:
+    """One finished three-trial campaign shared by the report and select tests (about 1 minute on 2 cores)."""
+    from nas.config import CampaignConfig
+    from nas.output import Output
+    from nas.search.campaign import run_campaign
+
+    folder = tmp_path_factory.mktemp("small-campaign") / "c"
+    run_campaign(CampaignConfig.model_validate(small_campaign_dict(name="shared")), folder, out=Output(quiet=True))
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many user mistakes and faults the run checked (docs/reliability.md quotes this line)."""
+    passed = terminalreporter.stats.get("passed", [])
+    bad = sum(1 for r in passed if "bad_input" in r.keywords)
+    faults = sum(1 for r in passed if "fault" in r.keywords)
+    if bad or faults:
+        terminalreporter.write_line(f"reliability: {bad} bad inputs rejected with one clear line, {faults} faults survived")

@@ -22,24 +22,26 @@ def _dominates(a, b, directions):
 
 
 @pytest.fixture(scope="module")
-def finished_campaign(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("campaign") / "c"
-    config = CampaignConfig.model_validate(small_campaign_dict())
-    result = run_campaign(config, folder, out=Output(quiet=True))
-    return folder, result
+def finished_campaign(small_campaign):
+    """The session's shared three-trial campaign (tests/conftest.py), read-only here."""
+    from nas.tracking import default_tracking_uri
+
+    return small_campaign, default_tracking_uri(small_campaign)
 
 
 def test_three_trial_campaign_writes_study_mlflow_and_pareto(finished_campaign):
-    folder, result = finished_campaign
+    folder, tracking_uri = finished_campaign
     study, config = load_study(folder)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(complete) == 3 and result.n_complete == 3
+    assert len(complete) == 3
 
     # every trial's latency says where it came from
     for trial in complete:
         metrics = trial.user_attrs["metrics"]
         lat = metrics["latency"]["host"]
-        assert lat["backend"] == "tvm" and lat["is_measured"] is True and lat["is_tuned"] is False
+        assert lat["backend"] == "tvm" and lat["is_tuned"] is False
+        # ≤ 8-bit candidates: the fp32 timing scaled to int8 by the predictor, labelled estimated (docs/latency.md)
+        assert lat["is_measured"] is True or "fp32 kernels measured" in lat["note"]
         assert lat["median_ms"] > 0 and lat["repeats"] == 3
         assert metrics["reference_latency"]["onnxruntime"]["median_ms"] > 0
         assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -58,8 +60,8 @@ def test_three_trial_campaign_writes_study_mlflow_and_pareto(finished_campaign):
     # MLflow: one parent run and three nested trial runs, with Pareto tags
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name("lightnas/test")
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("lightnas/shared")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("lightnas.kind") == "campaign"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -71,9 +73,12 @@ def test_three_trial_campaign_writes_study_mlflow_and_pareto(finished_campaign):
 
 
 def test_resume_of_a_finished_campaign_adds_trials_to_reach_a_larger_budget(finished_campaign, tmp_path):
-    folder, _ = finished_campaign
+    import shutil
+
     import yaml
 
+    folder = tmp_path / "copy"
+    shutil.copytree(finished_campaign[0], folder)  # the shared campaign stays as it is for other tests
     cfg = yaml.safe_load((folder / "campaign.yaml").read_text())
     cfg["n_trials"] = 4
     (folder / "campaign.yaml").write_text(yaml.safe_dump(cfg))

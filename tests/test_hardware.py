@@ -44,6 +44,44 @@ def test_every_bundled_profile_loads_and_resolves(name):
     assert profile.resolved_cores() >= 1
 
 
+REQUIRED_CLASSES = {"cpu": 1, "cloud_cpu": 2, "phone": 2, "sbc": 1, "mcu": 2}
+
+
+def test_bundled_profiles_cover_the_device_classes():
+    profiles = [load_profile(n) for n in list_profiles()]
+    counts = {c: sum(p.hw_class == c for p in profiles) for c in REQUIRED_CLASSES}
+    assert all(counts[c] >= n for c, n in REQUIRED_CLASSES.items()), counts
+    arm = [p for p in profiles if "aarch64" in p.target.get("mtriple", "")]
+    assert len(arm) >= 4 and all(p.cross_compiler == "aarch64-linux-gnu-g++" for p in arm)
+    m7, m4 = load_profile("mcu-m7"), load_profile("mcu-m4")
+    assert (m7.peak.clock_mhz, m7.memory.sram_bytes, m7.memory.flash_bytes) == (480, 1 << 20, 2 << 20)
+    assert (m4.peak.clock_mhz, m4.memory.sram_bytes, m4.memory.flash_bytes) == (64, 256 << 10, 1 << 20)
+
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_every_bundled_profile_is_a_valid_tvm_target(name):
+    from nas.hardware.profiles import tvm_target
+
+    profile = load_profile(name)
+    target = tvm_target(profile)
+    assert target.kind.name == profile.target["kind"]
+    if profile.latency.method != "local":  # the predictor needs these to estimate
+        assert profile.peak.clock_mhz is not None
+
+
+def test_profiles_cli_lists_every_profile():
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    result = CliRunner().invoke(app, ["profiles"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    for name in list_profiles():
+        assert name in result.output
+    shown = CliRunner().invoke(app, ["profiles", "show", "mcu-m4"])
+    assert shown.exit_code == 0 and "sram_bytes: 262144" in shown.output and "clock_mhz: 64" in shown.output
+
+
 def test_host_profile_detects_cpu_and_cores():
     host = load_profile("host")
     assert host.latency.method == "local"
@@ -67,7 +105,10 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-GOOD = "name: board\nhw_class: sbc\ntarget: {kind: llvm, mtriple: aarch64-linux-gnu, mcpu: cortex-a72}\ncores: 4\nlatency: {method: estimate}\n"
+GOOD = (
+    "name: board\nhw_class: sbc\ntarget: {kind: llvm, mtriple: aarch64-linux-gnu, mcpu: cortex-a72}\ncores: 4\n"
+    "latency: {method: estimate}\npeak: {fp32_gflops: 96, int8_gops: 192, bandwidth_gbs: 4.5}\n"
+)
 
 
 def test_profile_from_path(tmp_path):
@@ -86,6 +127,10 @@ def test_profile_from_path(tmp_path):
         (GOOD.replace("mcpu: cortex-a72", "mcpu: detect"), "'detect' (target.mcpu or cores) describes this machine"),
         (GOOD.replace("kind: llvm, ", ""), 'a TVM target needs a "kind"'),
         (GOOD + "latency: [oops\n", "YAML syntax error at line"),
+        (GOOD.replace("bandwidth_gbs: 4.5", "bandwidth_gb: 4.5"), "unknown key 'peak.bandwidth_gb'; did you mean 'bandwidth_gbs'?"),
+        (GOOD.replace(", bandwidth_gbs: 4.5", ""), "estimates from peak figures; add peak.bandwidth_gbs"),
+        (GOOD.replace("hw_class: sbc", "hw_class: mcu"), "add peak.clock_mhz, peak.int8_macs_per_cycle, peak.fp32_macs_per_cycle"),
+        (GOOD.replace("fp32_gflops: 96", "fp32_gflops: -1"), "peak.fp32_gflops = -1 is invalid"),
     ],
 )
 def test_profile_validation_errors_are_one_sentence(tmp_path, text, expected):

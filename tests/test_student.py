@@ -1,17 +1,33 @@
-"""The student builder: shapes, export, Hugging Face round trip, teacher weight inheritance."""
+"""The student builder: shapes, export, TVM, Hugging Face round trip, distillation with feature terms."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from nas.candidate import Candidate
+from nas.candidate import Architecture, BlockSpec, Candidate
+from nas.models.blocks import list_blocks
 from nas.models.student import StudentForSequenceClassification, build_student, teacher_layer_for
+from nas.train import TrainSettings, distil
 
 TINY = Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128)
+ONE_OF_EACH = {
+    "transformer": BlockSpec("transformer", heads=2, ffn_size=64),
+    "conv": BlockSpec("conv", kernel_size=3, ffn_size=64),
+    "bottleneck": BlockSpec("bottleneck", intra_size=16, heads=2, ffn_size=32, n_ffn=2, use_layernorm=False),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _inputs(batch=2, length=12):
-    ids = torch.randint(1, 1000, (batch, length))
+    ids = torch.randint(1000, 2000, (batch, length))
     mask = torch.ones_like(ids)
     mask[0, 8:] = 0
     return ids, mask
@@ -25,34 +41,60 @@ def test_forward_shapes_and_backward_reaches_every_parameter():
     assert attn[0].shape == (2, 2, 12, 12)
     logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-    # Only embedding rows of unseen tokens get zero grads; every tensor must get one.
     assert missing == []
 
 
 def test_padding_does_not_change_logits():
-    model = build_student(TINY, num_labels=2)
+    arch = Architecture(32, tuple(ONE_OF_EACH.values()))
+    model = build_student(Candidate(arch), num_labels=2)
     ids, mask = _inputs(batch=1, length=12)
     mask[:] = 1
     mask[0, 8:] = 0
-    padded = model(ids, mask)
-    trimmed = model(ids[:, :8], mask[:, :8])
-    torch.testing.assert_close(padded, trimmed, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(ids, mask), model(ids[:, :8], mask[:, :8]), atol=1e-5, rtol=1e-5)
 
 
-def test_torch_export_matches_eager():
-    model = build_student(TINY, num_labels=2)
-    ids, mask = _inputs()
-    exported = torch.export.export(model, (ids, mask))
-    torch.testing.assert_close(exported.module()(ids, mask), model(ids, mask))
+def test_save_pretrained_round_trip_of_a_heterogeneous_trimmed_student(tmp_path):
+    from transformers import AutoModelForSequenceClassification
 
+    from nas.models.student import register_with_auto_classes
 
-def test_save_pretrained_round_trip(tmp_path):
-    model = build_student(TINY, num_labels=2)
+    arch = Architecture(32, tuple(ONE_OF_EACH.values()), embedding_size=8, vocab_size=20)
+    kept = [0, 100, 101, 102, 103, *range(1000, 1015)]
+    model = build_student(Candidate(arch), num_labels=2, kept_token_ids=kept)
     model.save_pretrained(tmp_path)
     again = StudentForSequenceClassification.from_pretrained(tmp_path).eval()
     ids, mask = _inputs()
     torch.testing.assert_close(again(ids, mask), model(ids, mask))
-    assert (tmp_path / "model.safetensors").is_file()
+    assert again.config.arch == arch and (tmp_path / "model.safetensors").is_file()
+    register_with_auto_classes()
+    auto = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(auto(ids, mask), model(ids, mask))
+
+
+@pytest.mark.parametrize("block_type", list_blocks())
+def test_every_block_type_trains_exports_and_compiles_with_tvm(block_type):
+    """Build → a few distillation steps → torch.export → TVM Relax (host) → same logits as torch."""
+    from nas.data.tokenize import TokenizedSplit
+    from nas.hardware.compile import compile_relax
+    from nas.hardware.profiles import load_profile
+
+    torch.manual_seed(0)
+    arch = Architecture(32, (ONE_OF_EACH[block_type], ONE_OF_EACH[block_type]), embedding_size=16, vocab_size=64)
+    ids = torch.randint(1000, 1100, (64, 16))
+    split = TokenizedSplit(input_ids=ids, attention_mask=torch.ones_like(ids), labels=(ids[:, 1] % 2))
+    from nas.models.vocab import most_frequent_tokens
+
+    model = build_student(Candidate(arch), num_labels=2, kept_token_ids=most_frequent_tokens(ids, 64), max_positions=16)
+    before = model(ids[:4], torch.ones_like(ids[:4])).detach()
+    losses = distil(model, split, None, TrainSettings(steps=5, batch_size=16, lr=1e-3))
+    assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
+    example = _inputs(batch=1, length=16)
+    assert not torch.allclose(model(ids[:4], torch.ones_like(ids[:4])), before)  # training changed it
+
+    exported = torch.export.export(model, example)
+    torch.testing.assert_close(exported.module()(*example), model(*example))
+    compiled = compile_relax(model, example, load_profile("host"))
+    torch.testing.assert_close(torch.from_numpy(compiled.run(*example)), model(*example).detach(), atol=1e-4, rtol=1e-4)
 
 
 def test_layer_selection_is_uniform_and_last_aligned():
@@ -61,19 +103,29 @@ def test_layer_selection_is_uniform_and_last_aligned():
     assert [teacher_layer_for(i, 6, 6) for i in range(6)] == list(range(6))
 
 
-def test_inheritance_copies_sliced_teacher_weights():
+def test_feature_distillation_adds_hidden_and_attention_terms():
     from transformers import BertConfig, BertForSequenceClassification
 
-    teacher = BertForSequenceClassification(
-        BertConfig(vocab_size=30522, hidden_size=96, num_hidden_layers=4, num_attention_heads=3, intermediate_size=192)
-    )
-    state = teacher.state_dict()
-    student = build_student(TINY, num_labels=2, teacher_state=state, teacher_layers=4)
-    s = student.state_dict()
-    # student layer 1 ← teacher layer 3, first 64 rows/cols
-    torch.testing.assert_close(s["bert.encoder.layer.1.attention.self.query.weight"],
-                               state["bert.encoder.layer.3.attention.self.query.weight"][:64, :64])
-    torch.testing.assert_close(s["bert.encoder.layer.0.intermediate.dense.weight"],
-                               state["bert.encoder.layer.1.intermediate.dense.weight"][:128, :64])
-    expected_pos = state["bert.embeddings.position_embeddings.weight"][:512, :64] + state["bert.embeddings.token_type_embeddings.weight"][0, :64]
-    torch.testing.assert_close(s["bert.embeddings.position_embeddings.weight"], expected_pos)
+    from nas.data.tokenize import TokenizedSplit
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=48, num_hidden_layers=4, num_attention_heads=4,
+                                                       intermediate_size=96, max_position_embeddings=32)).eval()
+    ids = torch.randint(1000, 1100, (64, 12))
+    split = TokenizedSplit(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids[:, 1] % 2)
+    with torch.no_grad():
+        logits = teacher(input_ids=ids).logits
+    arch = Architecture(32, (ONE_OF_EACH["transformer"], ONE_OF_EACH["conv"]))
+    settings = TrainSettings(steps=30, batch_size=16, lr=2e-3)
+
+    def run(**weights):
+        torch.manual_seed(0)
+        model = build_student(Candidate(arch), num_labels=2, max_positions=32)
+        return distil(model, split, logits, settings, teacher=teacher, **weights)
+
+    plain = run()
+    features = run(hidden_weight=1.0, attention_weight=1.0)
+    assert features[0] > plain[0] + 1e-3  # the feature terms are in the loss
+    assert sum(features[-5:]) < sum(features[:5])  # and training reduces it
+    with pytest.raises(ValueError, match="teacher"):
+        distil(build_student(Candidate(arch), 2, max_positions=32), split, logits, settings, hidden_weight=1.0)

@@ -20,6 +20,8 @@ from nas.compress.prune import (
     cubic_sparsity_schedule,
     default_prunable,
     ffn_blocks,
+    ffn_neuron_importance,
+    head_importance,
     magnitude_prune_,
     masks_from_scores,
     prunable_weights,
@@ -51,9 +53,13 @@ from nas.compress.quantize import (
     torch_dynamic_int8,
 )
 from nas.compress.size import SizeReport, pack_bits, stored_size_bytes, unpack_bits
+from nas.compress.recipe import CompressionRecipe
+from nas.compress.pipeline import CompressionOutcome, compress_model
 
 __all__ = [
     "ActivationObserver",
+    "CompressionOutcome",
+    "CompressionRecipe",
     "FakeQuantSTE",
     "LayerQuantization",
     "QATLinear",
@@ -63,6 +69,7 @@ __all__ = [
     "attention_blocks",
     "attention_loss",
     "calibrate_activations",
+    "compress_model",
     "convert_qat_",
     "cubic_sparsity_schedule",
     "default_prunable",
@@ -72,6 +79,8 @@ __all__ = [
     "fake_quantize_activations_",
     "fake_quantize_weights_",
     "ffn_blocks",
+    "ffn_neuron_importance",
+    "head_importance",
     "hidden_projection",
     "hidden_state_loss",
     "kmeans_quantize",

@@ -403,6 +403,45 @@ def _group_scores(
     return scores
 
 
+def head_importance(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    batches: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    head_size: int | None = None,
+) -> list[torch.Tensor]:
+    """Importance of every attention head, one ``(n_heads,)`` tensor per attention block in layer order.
+
+    Args:
+        model: A BERT-protocol model (see the module docstring).
+        importance: ``"magnitude"`` or ``"taylor"`` (needs ``batches`` and ``loss_fn``); see :func:`prune_heads_`.
+        batches: Calibration batches for ``taylor``.
+        loss_fn: ``loss_fn(model, batch)`` returning a scalar loss, for ``taylor``.
+        head_size: Head size when the ``.self`` modules lack ``attention_head_size``.
+
+    Returns:
+        Non-negative scores; higher is more important.
+    """
+    groups = [
+        (b.module.output.dense, [b.module.self.query, b.module.self.key, b.module.self.value], b.head_size)
+        for b in attention_blocks(model, head_size)
+    ]
+    return _group_scores(model, groups, importance, batches, loss_fn)
+
+
+def ffn_neuron_importance(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    batches: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+) -> list[torch.Tensor]:
+    """Importance of every FFN neuron, one ``(ffn_size,)`` tensor per feed-forward block in layer order."""
+    groups = [(module.output.dense, [module.intermediate.dense], 1) for _, module in ffn_blocks(model)]
+    return _group_scores(model, groups, importance, batches, loss_fn)
+
+
 def _choose_lowest(scores: list[torch.Tensor], rate: float, scope: str) -> dict[int, list[int]]:
     """Groups to remove per block: ``round(rate · n)`` lowest, always keeping one group per block."""
     removed: dict[int, list[int]] = {}

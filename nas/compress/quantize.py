@@ -576,6 +576,18 @@ class FakeQuantSTE(torch.autograd.Function):
         return grad_output, None, None, None
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward returns ``restored`` exactly; backward hands the gradient to ``x`` unchanged (the STE)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        return restored
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad_output, None
+
+
 class QATLinear(nn.Linear):
     """An ``nn.Linear`` that fake-quantizes its weight (and optionally its input) in every forward.
 
@@ -585,10 +597,14 @@ class QATLinear(nn.Linear):
     Args:
         linear: Layer to wrap.
         bits: Weight bits, 2..8.
-        symmetric: Symmetric instead of asymmetric weight codes.
-        per_channel: One scale per output row.
+        symmetric: Symmetric instead of asymmetric weight codes (ignored when ``scheme`` is given).
+        per_channel: One scale per output row (linear and ``log`` schemes).
         act_bits: Input activation bits (2..8), or None to keep inputs float. The input range is an
             exponential moving average (momentum 0.9) of batch min/max while training, frozen in eval.
+        scheme: ``asymmetric``, ``symmetric``, ``log`` or ``kmeans``; None: from ``symmetric``. ``log``
+            re-quantizes every forward; ``kmeans`` fits its codebook once, here, and keeps it frozen (a
+            Lloyd fit per step would cost more than the step), so training moves weights between fixed
+            centroids. Every scheme passes gradients straight through.
     """
 
     def __init__(
@@ -599,10 +615,14 @@ class QATLinear(nn.Linear):
         symmetric: bool = False,
         per_channel: bool = True,
         act_bits: int | None = None,
+        scheme: str | None = None,
     ) -> None:
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         self.weight, self.bias = linear.weight, linear.bias
-        self.bits, self.symmetric, self.per_channel = check_bits(bits, allow_float=False), symmetric, per_channel
+        self.scheme = check_scheme(scheme) if scheme is not None else ("symmetric" if symmetric else "asymmetric")
+        self.bits, self.symmetric, self.per_channel = check_bits(bits, allow_float=False), self.scheme == "symmetric", per_channel
+        codebook = kmeans_quantize(linear.weight, self.bits).codebook.to(linear.weight.device) if self.scheme == "kmeans" else None
+        self.register_buffer("codebook", codebook)
         self.act_bits = None if act_bits is None else check_bits(act_bits, "act_bits", allow_float=False)
         self.register_buffer("act_range", torch.zeros(2, device=linear.weight.device))
         self.register_buffer("act_seen", torch.zeros((), dtype=torch.bool, device=linear.weight.device))
@@ -610,7 +630,15 @@ class QATLinear(nn.Linear):
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass sees it (gradients flow to ``weight`` through the STE)."""
-        return FakeQuantSTE.apply(self.weight, self.bits, self.symmetric, 0 if self.per_channel else None)
+        axis = 0 if self.per_channel else None
+        if self.scheme in ("asymmetric", "symmetric"):
+            return FakeQuantSTE.apply(self.weight, self.bits, self.symmetric, axis)
+        with torch.no_grad():
+            if self.scheme == "log":
+                restored = dequantize(log_quantize(self.weight, self.bits, axis=axis))
+            else:
+                restored = self.codebook[_nearest(self.weight.detach().float().flatten(), self.codebook)].view_as(self.weight)
+        return _StraightThrough.apply(self.weight, restored.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_bits is not None:
@@ -626,7 +654,7 @@ class QATLinear(nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, bits={self.bits}, symmetric={self.symmetric}, act_bits={self.act_bits}"
+        return f"{super().extra_repr()}, bits={self.bits}, scheme={self.scheme}, act_bits={self.act_bits}"
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -642,6 +670,7 @@ def prepare_qat_(
     per_channel: bool = True,
     act_bits: int | None = None,
     include: Include | None = None,
+    scheme: str | None = None,
 ) -> list[str]:
     """Swap selected ``nn.Linear`` layers for :class:`QATLinear` in place, for quantization-aware training.
 
@@ -649,10 +678,11 @@ def prepare_qat_(
         model: Model to prepare in place.
         bits: Weight bits for all, or a per-layer ``{pattern: bits, "default": bits}`` mapping; 16/32 or
             no match leave a layer as it is.
-        symmetric: Symmetric weight codes.
+        symmetric: Symmetric weight codes (when ``scheme`` is None).
         per_channel: Per-output-row scales.
         act_bits: Input activation bits, or None for float activations.
         include: ``(module_name, module) -> bool``; defaults to every ``nn.Linear``.
+        scheme: Weight scheme (see :class:`QATLinear`); None: asymmetric, or symmetric with ``symmetric``.
 
     Returns:
         Names of the wrapped layers.
@@ -668,7 +698,7 @@ def prepare_qat_(
     for name, linear in targets.items():
         width = resolve_bits(name, bits)
         if width is not None and width in INT_BITS:
-            qat = QATLinear(linear, width, symmetric=symmetric, per_channel=per_channel, act_bits=act_bits)
+            qat = QATLinear(linear, width, symmetric=symmetric, per_channel=per_channel, act_bits=act_bits, scheme=scheme)
             _set_submodule(model, name, qat)
             wrapped.append(name)
     return wrapped
@@ -731,5 +761,13 @@ def onnxruntime_dynamic_int8(onnx_in: str | Path, onnx_out: str | Path, *, per_c
         raise MissingDependencyError(
             "onnxruntime_dynamic_int8 needs onnxruntime; install it with: pip install onnxruntime==1.32.0"
         ) from err
-    quantize_dynamic(Path(onnx_in), Path(onnx_out), per_channel=per_channel, weight_type=QuantType.QInt8)
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs "consider pre-processing" at WARNING on the root logger, every call
+    try:
+        quantize_dynamic(Path(onnx_in), Path(onnx_out), per_channel=per_channel, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return Path(onnx_out)

@@ -2,7 +2,12 @@
 
 Submodules are imported on demand so ``import nas`` stays free of torch, TVM and ONNX Runtime:
 ``nas.hardware.profiles`` (pydantic only), ``nas.hardware.measure`` (:class:`LatencyResult`; backends import
-their engines when called), ``nas.hardware.compile`` (TVM Relax).
+their engines when called), ``nas.hardware.compile`` (TVM Relax), ``nas.hardware.backends`` (the entry points
+``measure_latency``, ``check_profile_feasibility``, ``measure_reference``), ``nas.hardware.tuning``
+(MetaSchedule with a shared database), ``nas.hardware.graph`` (fused-graph FLOPs, bytes, liveness),
+``nas.hardware.predictor`` (latency predictor), ``nas.hardware.memory`` (flash/SRAM feasibility),
+``nas.hardware.cross`` (cross-compilation and MCU code size) and ``nas.hardware.rpc`` (TVM RPC timing).
+See docs/latency.md.
 
 Importing this package sets ``TVM_NUM_THREADS`` (unless the user set it) to every CPU this process may
 use. TVM's runtime thread pool reads it once, when the pool starts (on first parallel work, per OS

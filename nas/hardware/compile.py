@@ -15,11 +15,13 @@ core count before each measurement.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,7 @@ class CompiledModel:
     input_dtypes: tuple[str, ...]
     compile_s: float
     timings_s: dict[str, float] = field(default_factory=dict)  # export_s, import_s, tune_s, build_s, load_s
+    tuning: dict[str, Any] | None = None  # the TuningReport (as a dict) when a MetaSchedule tuner ran
 
     def to_tvm_inputs(self, *inputs: Any) -> list[tvm.runtime.Tensor]:
         """Inputs (numpy arrays or torch tensors) as TVM tensors on ``device`` with the exported dtypes."""
@@ -96,6 +99,28 @@ class CompiledModel:
         out of bounds rather than raising, as torch does).
         """
         return self.vm["main"](*self.to_tvm_inputs(*inputs)).numpy()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what TVM's C++ side writes straight to file descriptor 2 during one call.
+
+    Every embedding lookup makes TVM log "Fast mode segfaults when there are out-of-bounds indices" at
+    build time; our ids come from the tokenizer (or the trimmed vocabulary's remap) and are in range, so
+    the line is noise, repeated per trial. Python exceptions are unaffected. ``NAS_DEBUG=1`` keeps it all.
+    """
+    if os.environ.get("NAS_DEBUG") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def set_tvm_threads(num_threads: int) -> int:
@@ -154,17 +179,29 @@ def compile_relax(
             convert some operators (they are named in the message and in ``.operators``).
         NasUserError: If TVM refuses the profile's target.
     """
-    import torch
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
-
-    from nas.hardware.profiles import resolve_target, tvm_target
+    from nas.hardware.profiles import tvm_target
 
     target = tvm_target(profile)
+    start = time.perf_counter()
+    mod, timings_s = import_model(model, example_inputs)
+    input_dtypes = tuple(str(x.dtype).removeprefix("torch.") for x in example_inputs)
+    return build_relax(mod, profile, input_dtypes, tuning=tuning, timings_s=timings_s, start=start, target=target)
+
+
+def import_model(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[tvm.IRModule, dict[str, float]]:
+    """Export ``model`` with torch.export and import it into TVM Relax (weights bound as constants).
+
+    Returns:
+        The Relax module and the seconds of each step (``export_s``, ``import_s``).
+
+    Raises:
+        CompileError: As :func:`compile_relax`.
+    """
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
     timings_s: dict[str, float] = {}
     start = time.perf_counter()
-
     was_training = model.training
     model.eval()
     try:
@@ -180,34 +217,73 @@ def compile_relax(
     timings_s["export_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
-    mod = _import_relax(exported, from_exported_program, type(model).__name__)
+    with quiet_native_stderr():
+        mod = _import_relax(exported, from_exported_program, type(model).__name__)
     timings_s["import_s"] = time.perf_counter() - t
+    return mod, timings_s
 
+
+def build_relax(
+    mod: tvm.IRModule,
+    profile: HardwareProfile,
+    input_dtypes: tuple[str, ...],
+    *,
+    tuning: TuningHook | None = None,
+    timings_s: dict[str, float] | None = None,
+    start: float | None = None,
+    target: tvm.target.Target | None = None,
+    load: bool = True,
+) -> CompiledModel:
+    """Build an imported Relax module for ``profile`` (optionally tuned) and load it on ``tvm.cpu()``.
+
+    Args:
+        mod: Output of :func:`import_model`.
+        profile: The profile whose target to build for.
+        input_dtypes: dtype of each model input (e.g. ``("int64", "int64")``).
+        tuning: Optional scheduling hook (see :func:`compile_relax`).
+        load: Create the VM (only possible when the target runs on this machine); ``False`` for
+            cross-compilation, where ``vm`` and ``device`` are ``None``.
+    """
+    import tvm
+    from tvm import relax
+
+    from nas.hardware.profiles import resolve_target, tvm_target
+
+    target = target or tvm_target(profile)
+    timings_s = dict(timings_s or {})
+    start = time.perf_counter() if start is None else start
+    report = None
     if tuning is not None:
         t = time.perf_counter()
         mod = tuning(mod, target)
         timings_s["tune_s"] = time.perf_counter() - t
+        report = getattr(tuning, "last_report", None)  # a MetaScheduleTuner says what it could schedule
 
     t = time.perf_counter()
-    executable = relax.build(mod, target=target)
+    with quiet_native_stderr():
+        executable = relax.build(mod, target=target)
     timings_s["build_s"] = time.perf_counter() - t
 
     # LLVM's JIT turns the built module into machine code when the VM first looks up its functions,
     # which is part of the compile cost (about a second for a small BERT).
-    t = time.perf_counter()
-    device = tvm.cpu()
-    vm = relax.VirtualMachine(executable, device)
-    timings_s["load_s"] = time.perf_counter() - t
+    device = vm = None
+    if load:
+        t = time.perf_counter()
+        device = tvm.cpu()
+        vm = relax.VirtualMachine(executable, device)
+        timings_s["load_s"] = time.perf_counter() - t
     return CompiledModel(
         executable=executable,
         vm=vm,
         device=device,
         target=resolve_target(profile),
         profile=profile.name,
-        is_tuned=tuning is not None,
-        input_dtypes=tuple(str(x.dtype).removeprefix("torch.") for x in example_inputs),
+        # Workloads without a record run as default loops: such a build is not called tuned.
+        is_tuned=tuning is not None and (report is None or report.is_fully_tuned),
+        input_dtypes=tuple(input_dtypes),
         compile_s=time.perf_counter() - start,
         timings_s=timings_s,
+        tuning=report.to_dict() if report is not None else None,
     )
 
 

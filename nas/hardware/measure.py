@@ -71,6 +71,9 @@ class LatencyResult:
     is_tuned: bool
     target: str
     note: str = ""
+    tune_s: float = 0.0  # MetaSchedule seconds spent for this build (0: none, or all records reused)
+    tune_tasks: int = 0  # distinct workloads of the model (0: no tuning database used)
+    tune_hits: int = 0  # workloads whose schedule came from the shared database
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; :meth:`from_dict` restores an equal value."""
@@ -86,6 +89,8 @@ class LatencyResult:
         """Human-readable summary, e.g. ``1.13 ms measured, tuned (tvm, 2 threads, median of 30)``."""
         how = "measured" if self.is_measured else "estimated"
         tuned = "tuned" if self.is_tuned else "untuned"
+        if self.repeats == 0:  # a pure prediction: nothing was timed
+            return f"{self.median_ms:.3g} ms {how}, {tuned} ({self.backend}, {self.threads} threads)"
         return f"{self.median_ms:.3g} ms {how}, {tuned} ({self.backend}, {self.threads} threads, median of {self.repeats})"
 
 
@@ -157,6 +162,7 @@ def measure_onnxruntime(
     repeats: int = 10,
     number: int = 5,
     warmup: int = 2,
+    int8: bool = False,
 ) -> LatencyResult:
     """Export ``model`` to ONNX (torch.export-based exporter) and time it with ONNX Runtime's CPU provider.
 
@@ -167,6 +173,8 @@ def measure_onnxruntime(
         repeats: Timed repeats; ≥ 1.
         number: Runs averaged per repeat; ≥ 1.
         warmup: Untimed runs first; ≥ 0.
+        int8: Quantize the exported graph with ONNX Runtime's dynamic int8 quantization first (int8
+            weights, activations quantized per batch); the backend is then ``onnxruntime-int8``.
 
     Returns:
         A measured result with ``is_tuned=True`` (ORT's kernels are hand-optimised for the CPU).
@@ -178,6 +186,10 @@ def measure_onnxruntime(
     with tempfile.TemporaryDirectory(prefix="lightnas-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         _export_onnx(model, example_inputs, path)
+        if int8:
+            from nas.compress.quantize import onnxruntime_dynamic_int8
+
+            path = onnxruntime_dynamic_int8(path, Path(tmp) / "model-int8.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # threads inside one op (GEMMs): the profile's cores
         options.inter_op_num_threads = 1  # the graph is a chain; parallel branches would only oversubscribe
@@ -186,7 +198,8 @@ def measure_onnxruntime(
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {meta.name: x.detach().cpu().numpy() for meta, x in zip(session.get_inputs(), example_inputs)}
     repeat_ms = _time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
-    return summarize(repeat_ms, profile=profile.name, backend="onnxruntime", number=number, threads=threads, is_tuned=True)
+    backend = "onnxruntime-int8" if int8 else "onnxruntime"
+    return summarize(repeat_ms, profile=profile.name, backend=backend, number=number, threads=threads, is_tuned=True)
 
 
 def measure_torch(

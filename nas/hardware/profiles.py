@@ -44,6 +44,9 @@ class LatencyMethod(BaseModel):
     rpc_host: str | None = None  # TVM RPC tracker address, e.g. 127.0.0.1
     rpc_port: int | None = Field(default=None, ge=1, le=65535)  # tracker port (TVM's default is 9190)
     rpc_key: str | None = None  # device key the device's RPC server registered with the tracker
+    # TVM RPC uploads and runs shared libraries: it executes arbitrary code on the device and trusts the
+    # tracker. A tracker that is not on this machine must be allowed explicitly.
+    allow_remote: bool = False
 
     @model_validator(mode="after")
     def _rpc_needs_tracker(self) -> LatencyMethod:
@@ -51,7 +54,23 @@ class LatencyMethod(BaseModel):
             missing = [k for k in ("rpc_host", "rpc_port", "rpc_key") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"method 'rpc' needs {', '.join(missing)}; add them or use method 'local'")
+            if not self.allow_remote and not _is_loopback(self.rpc_host):
+                raise ValueError(
+                    f"rpc_host {self.rpc_host} is not this machine; TVM RPC runs arbitrary code on the device and "
+                    "trusts the tracker, so set latency.allow_remote: true to connect to it"
+                )
         return self
+
+
+def _is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class MemoryLimits(BaseModel):
@@ -62,6 +81,24 @@ class MemoryLimits(BaseModel):
     flash_bytes: int | None = Field(default=None, ge=1)  # read-only storage for weights and code (MCUs)
     sram_bytes: int | None = Field(default=None, ge=1)  # on-chip working memory (MCUs)
     ram_bytes: int | None = Field(default=None, ge=1)  # main memory available to the model process
+
+
+class PeakSpec(BaseModel):
+    """Datasheet peaks of a device, used by the latency predictor and the roofline floor.
+
+    Peaks are over the cores the profile times with (``cores``). Each YAML file says where its figures
+    come from in a trailing comment. Only what a device has is filled in: a CPU gives FLOP/s and bandwidth,
+    an MCU its clock and MACs per cycle.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clock_mhz: float | None = Field(default=None, gt=0)  # core clock the other figures assume
+    fp32_gflops: float | None = Field(default=None, gt=0)  # peak fp32 GFLOP/s over ``cores`` (2 FLOP per FMA)
+    int8_gops: float | None = Field(default=None, gt=0)  # peak int8 GOP/s over ``cores`` (2 ops per MAC)
+    bandwidth_gbs: float | None = Field(default=None, gt=0)  # DRAM bandwidth, GB/s (1e9 bytes/s)
+    fp32_macs_per_cycle: float | None = Field(default=None, gt=0)  # per core; MCUs
+    int8_macs_per_cycle: float | None = Field(default=None, gt=0)  # per core; MCUs (CMSIS-NN kernels)
 
 
 class HardwareProfile(BaseModel):
@@ -90,6 +127,8 @@ class HardwareProfile(BaseModel):
     cores: int | Literal["detect"] = Field(default=DETECT)  # threads every backend uses; "detect" = CPUs of this process
     latency: LatencyMethod = Field(default_factory=LatencyMethod)
     memory: MemoryLimits = Field(default_factory=MemoryLimits)
+    cross_compiler: str | None = None  # C++ compiler that links the exported library, e.g. aarch64-linux-gnu-g++
+    peak: PeakSpec = Field(default_factory=PeakSpec)
 
     @field_validator("target")
     @classmethod
@@ -114,6 +153,29 @@ class HardwareProfile(BaseModel):
                 f"'{self.latency.method}'; name the device's CPU and core count instead"
             )
         return self
+
+    @model_validator(mode="after")
+    def _estimates_need_peaks(self) -> HardwareProfile:
+        # An estimate (or the fallback of an unreachable RPC device) is computed from these peaks.
+        if self.latency.method == "local":
+            return self
+        if self.hw_class == "mcu":
+            needed = ("clock_mhz", "int8_macs_per_cycle", "fp32_macs_per_cycle")
+        else:
+            needed = ("fp32_gflops", "int8_gops", "bandwidth_gbs")
+        missing = [k for k in needed if getattr(self.peak, k) is None]
+        if missing:
+            raise ValueError(
+                f"latency.method '{self.latency.method}' estimates from peak figures; add peak.{', peak.'.join(missing)}"
+            )
+        if self.hw_class == "mcu" and (self.memory.flash_bytes is None or self.memory.sram_bytes is None):
+            raise ValueError("an mcu profile needs memory.flash_bytes and memory.sram_bytes to check feasibility")
+        return self
+
+    @property
+    def is_mcu(self) -> bool:
+        """Whether the profile is a microcontroller (no OS, no TVM runtime: latency is estimated)."""
+        return self.hw_class == "mcu"
 
     def resolved_cores(self) -> int:
         """Threads every latency backend uses: ``cores``, or the CPUs this process may run on if ``detect``."""

@@ -1,9 +1,13 @@
-"""The student: a small BERT-style encoder built from a :class:`~nas.candidate.Candidate`.
+"""The student: an encoder of registered blocks built from a :class:`~nas.candidate.Candidate`.
 
-Module names mirror Hugging Face's ``BertForSequenceClassification`` (``bert.encoder.layer.{i}.attention.
-self.query`` …) so that weights inherit from the teacher by name and structured pruning can find heads and
-neurons the same way in both. The model is a ``transformers.PreTrainedModel`` with its own config class, so
-a selected student is saved with ``save_pretrained`` and loaded back with ``from_pretrained``.
+Module names mirror Hugging Face's ``BertForSequenceClassification`` (``bert.embeddings``,
+``bert.encoder.layer.{i}.attention.self.query`` …) so weights inherit from the teacher by name and
+structured pruning finds heads and neurons the same way in both. Each layer is whatever block its
+:class:`~nas.candidate.BlockSpec` names (:mod:`nas.models.blocks`), so layers may differ.
+
+The model is a ``transformers.PreTrainedModel`` with its own config class (``lightnas-student``) that holds
+the whole architecture, so a selected student is saved with ``save_pretrained`` and loaded back with
+``from_pretrained`` (or ``AutoModelForSequenceClassification`` after :func:`register_with_auto_classes`).
 
 ``forward`` returns the logits tensor only: that keeps ``torch.export`` (and so TVM and ONNX) simple.
 ``forward_features`` also returns hidden states and attention maps for feature distillation.
@@ -11,20 +15,36 @@ a selected student is saved with ``save_pretrained`` and loaded back with ``from
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+from nas.candidate import Architecture, BlockSpec
+from nas.models.blocks import BLOCKS, NoNorm, create_block
+from nas.models.embeddings import Embeddings
+from nas.models.inherit import inherit_from_teacher, teacher_layer_for
+from nas.models.vocab import token_map_for
 
 if TYPE_CHECKING:
     from nas.candidate import Candidate
 
+__all__ = [
+    "StudentConfig", "StudentForSequenceClassification", "build_student", "student_config",
+    "inherit_from_teacher", "teacher_layer_for", "trim_vocabulary_", "count_flops", "count_params",
+]
+
 
 class StudentConfig(PretrainedConfig):
-    """Hugging Face config of a lightnas student (``model_type = "lightnas-student"``)."""
+    """Hugging Face config of a lightnas student (``model_type = "lightnas-student"``).
+
+    ``architecture`` is :meth:`Architecture.to_dict` of the student; when it is None (configs written
+    before heterogeneous layers) a uniform transformer stack is built from ``num_hidden_layers``,
+    ``num_attention_heads`` and ``intermediate_size``. ``vocab_size`` is the number of token-table rows;
+    ``full_vocab_size`` is the tokenizer's vocabulary when the table is trimmed, else None.
+    """
 
     model_type = "lightnas-student"
 
@@ -35,6 +55,8 @@ class StudentConfig(PretrainedConfig):
         num_hidden_layers: int = 2,
         num_attention_heads: int = 2,
         intermediate_size: int = 512,
+        architecture: dict[str, Any] | None = None,
+        full_vocab_size: int | None = None,
         max_position_embeddings: int = 512,
         hidden_dropout_prob: float = 0.1,
         attention_probs_dropout_prob: float = 0.1,
@@ -43,106 +65,35 @@ class StudentConfig(PretrainedConfig):
         pad_token_id: int = 0,
         **kwargs,
     ) -> None:
+        if architecture is None:
+            block = BlockSpec("transformer", heads=num_attention_heads, ffn_size=intermediate_size)
+            architecture = Architecture(hidden_size, (block,) * num_hidden_layers).to_dict()
+        arch = Architecture.from_dict(architecture)
+        self.architecture = arch.to_dict()
         self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
+        self.full_vocab_size = full_vocab_size
+        self.hidden_size = arch.hidden_size
+        self.num_hidden_layers = len(arch.layers)
+        # HF-style summary fields (the first attention layer's); the truth is ``architecture``.
+        first = next((b for b in arch.layers if b.heads), None)
+        self.num_attention_heads = first.heads if first else num_attention_heads
+        self.intermediate_size = arch.layers[0].ffn_size
         self.max_position_embeddings = max_position_embeddings
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.layer_norm_eps = layer_norm_eps
         super().__init__(num_labels=num_labels, pad_token_id=pad_token_id, **kwargs)
 
-
-class Embeddings(nn.Module):
-    def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        # Single-segment tasks only: the teacher's token-type-0 vector is folded into the positions on
-        # inheritance, which saves a table and an add.
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, L, H)
-        return self.dropout(self.LayerNorm(x))
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.num_attention_heads = cfg.num_attention_heads
-        self.attention_head_size = cfg.hidden_size // cfg.num_attention_heads
-        all_head_size = self.num_attention_heads * self.attention_head_size
-        self.query = nn.Linear(cfg.hidden_size, all_head_size)
-        self.key = nn.Linear(cfg.hidden_size, all_head_size)
-        self.value = nn.Linear(cfg.hidden_size, all_head_size)
-        self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, L, _ = x.shape
-        # Head count is read from the weights, so structured head pruning only has to shrink the Linears.
-        n_heads = self.query.out_features // self.attention_head_size
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, L, n_heads, self.attention_head_size).transpose(1, 2)  # (B, nh, L, hs)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.attention_head_size) + additive_mask  # (B, nh, L, L)
-        probs = torch.softmax(scores, dim=-1)
-        context = self.dropout(probs) @ v  # (B, nh, L, hs)
-        return context.transpose(1, 2).reshape(B, L, n_heads * self.attention_head_size), probs
-
-
-class DenseResidual(nn.Module):
-    """Projection, dropout, residual add and post-LayerNorm (BERT's ``*Output`` modules)."""
-
-    def __init__(self, d_in: int, d_out: int, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(d_in, d_out)
-        self.LayerNorm = nn.LayerNorm(d_out, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
-class Attention(nn.Module):
-    def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.self = SelfAttention(cfg)
-        self.output = DenseResidual(cfg.hidden_size, cfg.hidden_size, cfg)
-
-
-class Intermediate(nn.Module):
-    def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.dense(x))
-
-
-class TransformerLayer(nn.Module):
-    def __init__(self, cfg: StudentConfig) -> None:
-        super().__init__()
-        self.attention = Attention(cfg)
-        self.intermediate = Intermediate(cfg)
-        self.output = DenseResidual(cfg.intermediate_size, cfg.hidden_size, cfg)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        context, probs = self.attention.self(x, additive_mask)
-        x = self.attention.output(context, x)
-        return self.output(self.intermediate(x), x), probs
+    @property
+    def arch(self) -> Architecture:
+        return Architecture.from_dict(self.architecture)
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
-        self.layer = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        kw = dict(dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob, eps=cfg.layer_norm_eps)
+        self.layer = nn.ModuleList(create_block(spec, cfg.hidden_size, **kw) for spec in cfg.arch.layers)
 
 
 class Pooler(nn.Module):
@@ -157,7 +108,11 @@ class Pooler(nn.Module):
 class StudentBackbone(nn.Module):
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
-        self.embeddings = Embeddings(cfg)
+        self.embeddings = Embeddings(
+            cfg.vocab_size, cfg.hidden_size, cfg.max_position_embeddings,
+            embedding_size=cfg.arch.embedding_size, full_vocab_size=cfg.full_vocab_size,
+            pad_token_id=cfg.pad_token_id, dropout=cfg.hidden_dropout_prob, eps=cfg.layer_norm_eps,
+        )
         self.encoder = Encoder(cfg)
         self.pooler = Pooler(cfg)
 
@@ -188,25 +143,37 @@ class StudentForSequenceClassification(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, nn.LayerNorm):
+        if isinstance(module, (nn.LayerNorm, NoNorm)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Conv1d):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
 
-    def forward_features(
+    def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Logits ``(B, C)``, hidden states (embeddings then each layer, ``(B, L, H)``) and attention maps."""
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Hidden states (embeddings output, then each layer's, ``(B, L, H)``) and each layer's attention
+        map ``(B, nh, L, L)`` (None for layers without attention)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        token_mask = attention_mask[:, :, None].to(torch.float32)  # (B, L, 1)
         # -1e4 rather than -inf: exp underflows to exactly 0 without NaNs on fully padded rows.
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -1e4  # (B, 1, 1, L)
         x = self.bert.embeddings(input_ids)
         hidden_states, attentions = [x], []
         for layer in self.bert.encoder.layer:
-            x, probs = layer(x, additive_mask)
+            x, probs = layer(x, additive_mask, token_mask)
             hidden_states.append(x)
             attentions.append(probs)
-        logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        return hidden_states, attentions
+
+    def forward_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:
+        """Logits ``(B, C)``, hidden states and attention maps (see :meth:`encode`)."""
+        hidden_states, attentions = self.encode(input_ids, attention_mask)
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden_states[-1])))
         return logits, hidden_states, attentions
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,14 +181,24 @@ class StudentForSequenceClassification(PreTrainedModel):
         return self.forward_features(input_ids, attention_mask)[0]
 
 
-def student_config(candidate: Candidate, num_labels: int, vocab_size: int = 30522, max_positions: int = 512) -> StudentConfig:
-    """The Hugging Face config of the student a Candidate describes."""
+def register_with_auto_classes() -> None:
+    """Let ``AutoConfig``/``AutoModelForSequenceClassification.from_pretrained`` load student folders."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        AutoConfig.register(StudentConfig.model_type, StudentConfig)
+        AutoModelForSequenceClassification.register(StudentConfig, StudentForSequenceClassification)
+    except ValueError:
+        pass  # already registered in this process
+
+
+def student_config(
+    candidate: Candidate, num_labels: int, vocab_size: int = 30522, max_positions: int = 512
+) -> StudentConfig:
+    """The Hugging Face config of the student a Candidate describes (before any vocabulary trimming)."""
     return StudentConfig(
         vocab_size=vocab_size,
-        hidden_size=candidate.hidden_size,
-        num_hidden_layers=candidate.n_layers,
-        num_attention_heads=candidate.n_heads,
-        intermediate_size=candidate.ffn_size,
+        architecture=candidate.architecture.to_dict(),
         max_position_embeddings=max_positions,
         num_labels=num_labels,
     )
@@ -233,65 +210,77 @@ def build_student(
     *,
     teacher_state: dict[str, torch.Tensor] | None = None,
     teacher_layers: int | None = None,
+    teacher_heads: int | None = None,
+    kept_token_ids: Sequence[int] | None = None,
     vocab_size: int = 30522,
     max_positions: int = 512,
 ) -> StudentForSequenceClassification:
     """The one place a student is built.
 
     Args:
-        candidate: Architecture to build.
+        candidate: Architecture to build (its ``architecture`` part).
         num_labels: Classes of the task; ≥ 2.
-        teacher_state: A BERT teacher's ``state_dict``; when given, weights are inherited by name (layers
-            chosen uniformly, tensors sliced to the student's width). See :func:`inherit_from_teacher`.
+        teacher_state: A BERT teacher's ``state_dict``; when given, weights are inherited (layers chosen
+            uniformly, widths sliced by importance). See :func:`nas.models.inherit.inherit_from_teacher`.
         teacher_layers: Number of teacher encoder layers; required with ``teacher_state``.
-        vocab_size: Token embedding rows; must match the teacher's tokenizer to inherit embeddings.
+        teacher_heads: Teacher attention heads per layer, to inherit whole heads by importance; None keeps
+            the leading rows.
+        kept_token_ids: Tokenizer ids the trimmed vocabulary keeps (e.g. from
+            :func:`nas.models.vocab.most_frequent_tokens`); required when ``architecture.vocab_size`` is set.
+        vocab_size: The tokenizer's vocabulary size; must match the teacher's to inherit embeddings.
         max_positions: Position embedding rows (longest sequence the student accepts).
 
     Returns:
         A model in eval mode.
     """
+    arch = candidate.architecture
+    if arch.vocab_size is not None and kept_token_ids is None:
+        raise ValueError(f"the candidate trims the vocabulary to {arch.vocab_size} tokens; pass kept_token_ids")
+    if kept_token_ids is not None and arch.vocab_size is not None and len(kept_token_ids) != arch.vocab_size:
+        raise ValueError(f"kept_token_ids has {len(kept_token_ids)} ids but the candidate keeps {arch.vocab_size}")
     model = StudentForSequenceClassification(student_config(candidate, num_labels, vocab_size, max_positions))
     if teacher_state is not None:
         if teacher_layers is None:
             raise ValueError("teacher_layers is required with teacher_state")
-        inherit_from_teacher(model, teacher_state, teacher_layers)
+        inherit_from_teacher(model, teacher_state, teacher_layers, teacher_heads)
+    if arch.vocab_size is not None:
+        trim_vocabulary_(model, kept_token_ids)
     return model.eval()
 
 
-def teacher_layer_for(student_layer: int, n_student: int, n_teacher: int) -> int:
-    """Uniform layer selection, last-aligned: 2 of 6 teacher layers → teacher layers 2 and 5 (0-based)."""
-    return round((student_layer + 1) * n_teacher / n_student) - 1
-
-
 @torch.no_grad()
-def inherit_from_teacher(
-    model: StudentForSequenceClassification, teacher_state: dict[str, torch.Tensor], n_teacher: int
-) -> int:
-    """Copy teacher weights into ``model`` by name, slicing every tensor to the student's shape.
+def trim_vocabulary_(model: StudentForSequenceClassification, kept_token_ids: Sequence[int]) -> StudentForSequenceClassification:
+    """Keep only the rows of ``kept_token_ids`` in the token table and remap tokenizer ids, in place.
 
-    Width slicing keeps the leading rows/columns (whole heads when the head sizes agree, as in DynaBERT's
-    width-adaptive initialisation); importance-ordered slicing is a refinement left to the space issue.
+    On a sentence whose ids are all kept, the trimmed model computes exactly what it did before. Ids not
+    kept read the ``[UNK]`` row (``[UNK]`` must be kept).
 
     Returns:
-        The number of parameter tensors inherited.
+        ``model``, for chaining.
     """
-    n_student = model.config.num_hidden_layers
-    own_state = model.state_dict()
-    inherited = 0
-    for name, tensor in own_state.items():
-        source_name = name
-        if name.startswith("bert.encoder.layer."):
-            parts = name.split(".")
-            parts[3] = str(teacher_layer_for(int(parts[3]), n_student, n_teacher))
-            source_name = ".".join(parts)
-        source = teacher_state.get(source_name)
-        if source is None or source.dim() != tensor.dim():
-            continue
-        if any(s < t for s, t in zip(source.shape, tensor.shape)):
-            continue  # the student is wider than the teacher here: keep the random init
-        sliced = source[tuple(slice(0, t) for t in tensor.shape)].clone()
-        if name == "bert.embeddings.position_embeddings.weight" and "bert.embeddings.token_type_embeddings.weight" in teacher_state:
-            sliced += teacher_state["bert.embeddings.token_type_embeddings.weight"][0, : tensor.shape[1]]
-        tensor.copy_(sliced)
-        inherited += 1
-    return inherited
+    embeddings = model.bert.embeddings
+    full_vocab = model.config.full_vocab_size or model.config.vocab_size
+    old_map = embeddings.token_map
+    rows = torch.as_tensor(list(kept_token_ids), dtype=torch.long)
+    old_rows = rows if old_map is None else old_map[rows]  # trimming twice composes
+    table = embeddings.word_embeddings.weight[old_rows].clone()  # (V', e)
+    embeddings.word_embeddings = nn.Embedding.from_pretrained(table, freeze=False)
+    embeddings.register_buffer("token_map", token_map_for(kept_token_ids, full_vocab))
+    model.config.full_vocab_size = full_vocab
+    model.config.vocab_size = len(kept_token_ids)
+    return model
+
+
+def count_params(arch: Architecture, num_labels: int, max_positions: int = 512, vocab_size: int = 30522) -> int:
+    """Parameters of the student ``arch`` describes: embeddings, blocks, pooler and classifier."""
+    h = arch.hidden_size
+    rows = arch.vocab_size or vocab_size
+    blocks = sum(BLOCKS[b.type].count_params(b, h) for b in arch.layers)
+    return Embeddings.count_params(rows, h, max_positions, arch.embedding_size) + blocks + (h * h + h) + (h * num_labels + num_labels)
+
+
+def count_flops(arch: Architecture, seq_len: int, num_labels: int = 2) -> int:
+    """FLOPs of one sequence of ``seq_len`` tokens (2 per multiply-add of matrix products and convolutions)."""
+    h = arch.hidden_size
+    blocks = sum(BLOCKS[b.type].count_flops(b, h, seq_len) for b in arch.layers)
+    return Embeddings.count_flops(h, seq_len, arch.embedding_size) + blocks + 2 * (h * h + h * num_labels)

@@ -58,6 +58,7 @@ class TeacherSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    model: str | None = None  # a Hugging Face BERT folder (config.json + weights + tokenizer); None: the packaged all-MiniLM-L6-v2
     epochs: float = Field(1.0, gt=0)  # passes over train; one pass is enough for a pretrained sentence encoder
     max_steps: int | None = Field(None, ge=1)  # optimiser steps; overrides epochs when set
     batch_size: int = Field(32, ge=1)  # sentences per step
@@ -210,7 +211,8 @@ def teacher_fingerprint(task_tensors: dict[str, TokenizedSplit], settings: Teach
         "format": _CACHE_FORMAT,
         "tensors": tensors_fingerprint(task_tensors),
         "teacher": _source_identity(_check_model_dir(source)),
-        "settings": settings.model_dump(exclude={"threads"}),  # thread count changes speed, not the result
+        # thread count changes speed, not the result; the model folder is identified by content above
+        "settings": settings.model_dump(exclude={"threads", "model"}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

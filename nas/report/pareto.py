@@ -1,13 +1,21 @@
-"""The Pareto set of a campaign, from Optuna's own multi-objective code (``study.best_trials``)."""
+"""Pareto sets, hypervolume and importances of a campaign, from Optuna's own multi-objective code.
+
+Pure functions over a study's frozen trials. Fronts come from ``optuna.study._multi_objective`` (the code
+behind ``study.best_trials``) and hypervolumes from ``optuna._hypervolume.compute_hypervolume``; nothing
+here re-derives dominance. A trial's ``candidate`` user attribute is read generically: it is flattened to
+dotted keys, so new Candidate fields show up in tables without edits here.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from nas.config import CampaignConfig
 
@@ -40,3 +48,171 @@ def pareto_summary(study: optuna.Study, config: CampaignConfig) -> list[dict[str
 
 def write_pareto_json(pareto: list[dict[str, Any]], path: Path) -> None:
     Path(path).write_text(json.dumps(pareto, indent=2))
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials that recorded metrics, in trial-number order."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted((t for t in trials if "metrics" in t.user_attrs), key=lambda t: t.number)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists) as one level of dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(data, (list, tuple)):
+        flat = {}
+        for i, value in enumerate(data):
+            flat.update(flatten(value, f"{prefix}[{i}]"))
+        return flat
+    return {prefix: data}
+
+
+def peak_memory_mib(metrics: dict[str, Any], profile: str) -> float | None:
+    """Peak memory of a trial on ``profile`` in MiB, when the campaign recorded it.
+
+    Reads any metrics key that starts with ``peak_mem`` (e.g. ``peak_mem_mib`` or ``peak_mem_bytes``), either
+    a number or a dict by profile name; the unit is taken from the key's suffix (``_bytes``, ``_kib``, ``_mib``).
+    """
+    for key, value in metrics.items():
+        if not key.startswith("peak_mem"):
+            continue
+        if isinstance(value, dict):
+            value = value.get(profile)
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            continue
+        scale = {"bytes": 1 / 2**20, "kib": 1 / 1024, "mib": 1.0}.get(key.rsplit("_", 1)[-1].lower(), 1.0)
+        return float(value) * scale
+    return None
+
+
+def axis_values(trial: FrozenTrial, profile: str) -> dict[str, float | None]:
+    """The plotted quantities of a trial on ``profile``: accuracy, latency (ms), size (KiB), peak memory (MiB)."""
+    metrics = trial.user_attrs["metrics"]
+    latency = metrics.get("latency", {}).get(profile)
+    size_bytes = metrics.get("size_bytes")
+    return {
+        "accuracy": metrics.get("accuracy"),
+        "latency_ms": latency["median_ms"] if latency else None,
+        "size_kib": size_bytes / 1024 if size_bytes is not None else None,
+        "peak_mem_mib": peak_memory_mib(metrics, profile),
+    }
+
+
+def front_numbers(trials: list[FrozenTrial], profile: str, cost: str) -> set[int]:
+    """Trial numbers on the 2-D Pareto front of accuracy (maximised) against ``cost`` (minimised) on ``profile``.
+
+    Args:
+        trials: Complete trials.
+        profile: Hardware profile whose latency or memory is the cost.
+        cost: ``latency_ms``, ``size_kib`` or ``peak_mem_mib`` (see :func:`axis_values`).
+
+    Returns:
+        Numbers of the non-dominated trials among those that recorded both values.
+    """
+    import numpy as np
+    from optuna.study._multi_objective import _is_pareto_front
+
+    points = [(t.number, axis_values(t, profile)) for t in trials]
+    points = [(n, v) for n, v in points if v["accuracy"] is not None and v[cost] is not None]
+    if not points:
+        return set()
+    losses = np.array([[-v["accuracy"], v[cost]] for _, v in points], dtype=float)  # both minimised
+    on_front = _is_pareto_front(losses, assume_unique_lexsorted=False)
+    return {n for (n, _), keep in zip(points, on_front) if keep}
+
+
+def _loss_matrix(trials: list[FrozenTrial], study: optuna.Study) -> Any:
+    import numpy as np
+    from optuna.study import StudyDirection
+
+    signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+    return np.array([t.values for t in trials], dtype=float) * signs  # every column minimised
+
+
+def hypervolume_history(study: optuna.Study) -> dict[str, Any]:
+    """Hypervolume of the study's Pareto front after each complete trial.
+
+    Objectives are turned into losses (maximised ones negated) and each scaled to [0, 1] by the range seen
+    over the whole study, so accuracy and milliseconds weigh alike; the reference point is 1.1 in every
+    scaled loss (10 % beyond the worst value seen), as is common when no natural bound exists.
+
+    Returns:
+        ``{"trial": [numbers], "hypervolume": [values], "reference_point": [...], "scaled": True}``; empty
+        lists when fewer than one trial completed.
+    """
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    trials = [t for t in complete_trials(study) if t.values is not None]
+    if not trials:
+        return {"trial": [], "hypervolume": [], "reference_point": [], "scaled": True}
+    losses = _loss_matrix(trials, study)
+    low, high = losses.min(axis=0), losses.max(axis=0)
+    scaled = (losses - low) / np.where(high > low, high - low, 1.0)
+    reference = np.full(losses.shape[1], 1.1)
+    volumes = [float(compute_hypervolume(scaled[: i + 1], reference)) for i in range(len(trials))]
+    return {"trial": [t.number for t in trials], "hypervolume": volumes, "reference_point": reference.tolist(), "scaled": True}
+
+
+def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Optuna's fANOVA parameter importances for each objective, by objective name.
+
+    Returns:
+        ``{objective name: {param: importance}}`` (importances sum to 1 per objective); an objective is
+        left out when Optuna cannot compute importances (fewer than two complete trials, or no parameter
+        that varied), and the reason is kept under ``"_skipped"``.
+    """
+    import optuna
+
+    trials = complete_trials(study)
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    importances: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    if len(trials) < 2:
+        return {"_skipped": {n: f"needs ≥ 2 complete trials, have {len(trials)}" for n in names}}
+    for i, name in enumerate(names):
+        try:
+            importances[name] = optuna.importance.get_param_importances(
+                study, target=lambda t, i=i: t.values[i], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+        except (RuntimeError, ValueError) as exc:  # optuna raises these when no parameter can be scored
+            skipped[name] = str(exc).splitlines()[0]
+    if skipped:
+        importances["_skipped"] = skipped
+    return importances
+
+
+def trial_table(study: optuna.Study, profiles: list[str]) -> list[dict[str, Any]]:
+    """One flat row per complete trial: number, objective values, per-profile latency with provenance,
+    size, memory, every candidate setting (dotted keys) and whether the trial is on the study's Pareto front."""
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    best = {t.number for t in study.best_trials}
+    rows = []
+    for trial in complete_trials(study):
+        metrics = trial.user_attrs["metrics"]
+        row: dict[str, Any] = {"trial": trial.number, "pareto": trial.number in best}
+        row.update(dict(zip(names, trial.values)))
+        row["accuracy"] = metrics.get("accuracy")
+        for profile in profiles:
+            lat = metrics.get("latency", {}).get(profile)
+            if lat:
+                row[f"latency_ms.{profile}"] = lat["median_ms"]
+                row[f"latency_std_ms.{profile}"] = lat.get("std_ms")
+                row[f"latency_kind.{profile}"] = ("measured" if lat.get("is_measured") else "estimated") + (
+                    ", tuned" if lat.get("is_tuned") else ", untuned")
+            mem = peak_memory_mib(metrics, profile)
+            if mem is not None:
+                row[f"peak_mem_mib.{profile}"] = mem
+        for backend, lat in metrics.get("reference_latency", {}).items():
+            row[f"reference_latency_ms.{backend}"] = lat["median_ms"]
+        row["size_kib"] = metrics["size_bytes"] / 1024 if metrics.get("size_bytes") is not None else None
+        row["num_params"] = metrics.get("num_params")
+        row.update(flatten(trial.user_attrs.get("candidate") or {}, "candidate"))
+        rows.append(row)
+    return rows

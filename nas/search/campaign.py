@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from nas.config import CampaignConfig, load_campaign_config
-from nas.errors import NasUserError
+from nas.errors import NasUserError, is_disk_full
 from nas.output import Output
 
 if TYPE_CHECKING:
@@ -46,6 +47,14 @@ class CampaignPaths:
         return f"sqlite:///{(self.root / STUDY_FILE).resolve()}"
 
     @property
+    def journal(self) -> Path:
+        return self.root / "study.journal"
+
+    @property
+    def mlflow_pending(self) -> Path:
+        return self.root / "mlflow-pending.jsonl"
+
+    @property
     def pareto(self) -> Path:
         return self.root / "pareto.json"
 
@@ -60,22 +69,49 @@ class CampaignResult:
     study_name: str
     n_complete: int
     n_failed: int
+    n_pruned: int
     pareto: list[dict[str, Any]]
     tracking_uri: str
     wall_s: float
 
 
-def make_sampler(name: str, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of a campaign (NSGA-II by default)."""
+def make_sampler(name: str, seed: int, n_objectives: int, constrained: bool = False) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a campaign (NSGA-II by default).
+
+    Constraint values are set on each trial before it is told (``trial.set_constraint``); samplers that
+    support constraints read them back through ``constraints_func``. TPE uses the constant liar so trials
+    asked while others run (Ray) do not all land on the same point.
+    """
     import optuna
 
+    cf = _stored_constraints if constrained else None
     samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=8, constraints_func=cf),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, constraints_func=cf),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, constraints_func=cf),
     }
     return samplers[name]()
+
+
+def _stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Constraint values the driver stored on the trial (``trial.set_constraint``), in a stable order."""
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    prefix = f"{_CONSTRAINTS_KEY}:"
+    return [v for k, v in sorted(trial.system_attrs.items()) if k.startswith(prefix)]
+
+
+def make_storage(config: CampaignConfig, paths: CampaignPaths) -> Any:
+    """The study's storage: SQLite in the folder (default), Optuna's journal file, or a database URL."""
+    if config.storage is None:
+        return paths.storage_url
+    if config.storage == "journal":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(paths.journal)))
+    return config.storage
 
 
 def make_executor(config: CampaignConfig, campaign_dir: Path, ray_address: str | None = None) -> Executor:
@@ -83,12 +119,13 @@ def make_executor(config: CampaignConfig, campaign_dir: Path, ray_address: str |
 
     spec = config.executor
     if spec.kind == "inprocess" and not ray_address:
-        return InProcessExecutor()
+        return InProcessExecutor(memory_mib_per_trial=spec.memory_mib_per_trial)
     return RayExecutor(
         workers=spec.workers,
         cpus_per_trial=spec.cpus_per_trial,
         address=ray_address or spec.address,
         max_retries=spec.max_retries,
+        memory_mib_per_trial=spec.memory_mib_per_trial,
     )
 
 
@@ -109,8 +146,11 @@ def prepare_campaign_dir(config: CampaignConfig | None, campaign_dir: Path, resu
     return config
 
 
-def build_context(config: CampaignConfig, out: Output) -> TrialContext:
-    """Build the expensive shared state once: data, tokens, the fine-tuned teacher and its logits."""
+def build_context(config: CampaignConfig, out: Output, study: optuna.Study | None = None, task: Any = None) -> TrialContext:
+    """Build the expensive shared state once: data, tokens, the fine-tuned teacher and its logits.
+
+    With ``study``, the teacher's accuracy is recorded as its ``teacher`` user attribute (the report's baseline).
+    """
     import os
 
     from nas.data.loaders import load_task
@@ -121,12 +161,16 @@ def build_context(config: CampaignConfig, out: Output) -> TrialContext:
     from nas.train import TrainSettings
 
     profiles = [load_profile(name) for name in config.profiles]
-    task = load_task(config.task)
+    task = task if task is not None else load_task(config.task)
     out.info(f"task [bold]{task.name}[/]: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
-    tensors = tokenize_task(task, load_tokenizer(), config.max_seq_len)
-    teacher = prepare_teacher(tensors, config.teacher, cache_root(), progress=not out.quiet)
+    tensors = tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)
+    teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet)
     source = "cache" if teacher.from_cache else "fine-tuned now"
     out.info(f"teacher ({source}): validation accuracy {teacher.validation_accuracy:.3f}")
+    if study is not None:
+        study.set_user_attr("teacher", {"name": "teacher",
+                                        "validation_accuracy": teacher.validation_accuracy,
+                                        "test_accuracy": teacher.test_accuracy, "train_time_s": teacher.train_time_s})
     threads = config.executor.cpus_per_trial if config.executor.kind == "ray" else (os.cpu_count() or 1)
     return TrialContext(
         train=tensors["train"],
@@ -141,8 +185,13 @@ def build_context(config: CampaignConfig, out: Output) -> TrialContext:
             repeats=config.latency.repeats,
             number=config.latency.number,
             reference_backends=tuple(config.latency.reference_backends),
+            tune=config.latency.tune,
+            trials_per_task=config.latency.trials_per_task,
+            max_new_tasks=config.latency.max_new_tasks,
+            check_compile=config.latency.check_compile,
         ),
         threads=threads,
+        onnx_dir=str(cache_root() / "onnx-staging") if config.log_onnx else None,
     )
 
 
@@ -151,6 +200,51 @@ def cache_root() -> Path:
     import os
 
     return Path(os.environ.get("LIGHTNAS_CACHE", Path.home() / ".cache" / "lightnas"))
+
+
+def _tuning_totals(study: optuna.Study) -> dict[str, float]:
+    """Tuning seconds and database hit rate over every trial of the campaign (all profiles)."""
+    tune_s = tasks = hits = 0.0
+    for trial in study.get_trials(deepcopy=False):
+        for lat in (trial.user_attrs.get("metrics") or {}).get("latency", {}).values():
+            tune_s += lat.get("tune_s", 0.0) or 0.0
+            tasks += lat.get("tune_tasks", 0) or 0
+            hits += lat.get("tune_hits", 0) or 0
+    return {"tune_s": round(tune_s, 1), "tasks": int(tasks), "hits": int(hits), "hit_rate": hits / tasks if tasks else 0.0}
+
+
+def _storage_text(config: CampaignConfig, paths: CampaignPaths) -> str:
+    if config.storage is None:
+        return paths.storage_url
+    if config.storage == "journal":
+        return f"journal file {paths.journal}"
+    return config.storage.split("@")[-1] if "@" in config.storage else config.storage  # never print a password
+
+
+def _check_same_space(study: optuna.Study, space: Any, config: CampaignConfig, resume: bool) -> None:
+    """Record the space's fingerprint; on resume, refuse a space that changed (its trials would not compare)."""
+    import hashlib
+
+    fingerprint = hashlib.sha256(json.dumps(space.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    recorded = study.user_attrs.get("space_fingerprint")
+    if resume and recorded and recorded != fingerprint:
+        raise NasUserError(
+            f"space '{config.space}' changed since this campaign started (fingerprint {recorded} → {fingerprint}); "
+            "restore the file, or start a new campaign with another --out."
+        )
+    if not recorded:
+        study.set_user_attr("space_fingerprint", fingerprint)
+
+
+def run_trial(candidate: Any, ctx: TrialContext, seed: int, steps: int | None = None) -> Any:
+    """One trial's work at a given training budget; what executors run (in this process or on Ray)."""
+    import dataclasses
+
+    from nas.search import objective  # looked up at call time, so tests can substitute evaluate_candidate
+
+    if steps is not None and steps != ctx.train_settings.steps:
+        ctx = dataclasses.replace(ctx, train_settings=dataclasses.replace(ctx.train_settings, steps=steps))
+    return objective.evaluate_candidate(candidate, ctx, seed)
 
 
 def _requeue_interrupted(study: optuna.Study) -> int:
@@ -172,8 +266,8 @@ def _n_finished(study: optuna.Study) -> int:
 
     return sum(
         1
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        if not t.user_attrs.get("interrupted")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+        if not (t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))
     )
 
 
@@ -205,7 +299,6 @@ def run_campaign(
     import optuna
 
     from nas.hardware.profiles import load_profile
-    from nas.search.objective import evaluate_candidate
     from nas.search.space import load_space
     from nas.tracking import CampaignTracker, default_tracking_uri
 
@@ -214,21 +307,39 @@ def run_campaign(
     paths = CampaignPaths(Path(campaign_dir))
     config = prepare_campaign_dir(config, paths.root, resume)
     space = load_space(config.space)
-    for name in config.profiles:  # validate before the expensive setup
+    # validate everything a user can get wrong before creating the study, the MLflow run or the teacher
+    from nas.data.loaders import load_task
+    from nas.models.teacher import load_tokenizer
+
+    for name in config.profiles:
         load_profile(name)
+    load_tokenizer(config.teacher.model)  # a teacher folder that is not a model fails here, in one line
+    if ray_address or config.executor.address:
+        from nas.search.executor import check_ray_address
+
+        check_ray_address(ray_address or config.executor.address)
+    task = load_task(config.task)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=config.name,
-        storage=paths.storage_url,
+        storage=make_storage(config, paths),
         directions=[o.direction for o in config.objectives],
-        sampler=make_sampler(config.sampler, config.seed, len(config.objectives)),
+        sampler=make_sampler(config.sampler, config.seed, len(config.objectives),
+                             # device feasibility (compiles, fits flash/SRAM) is a constraint for non-host profiles
+                             constrained=bool(config.constraints) or any(p != "host" for p in config.profiles)),
         load_if_exists=resume,
     )
-    study.set_metric_names([o.name for o in config.objectives])
+    with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2, and stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.name for o in config.objectives])
+    _check_same_space(study, space, config, resume)
     requeued = _requeue_interrupted(study) if resume else 0
     tracking_uri = tracking_uri or default_tracking_uri(paths.root)
-    tracker = CampaignTracker(tracking_uri, experiment_name=f"lightnas/{config.name}")
+    tracker = CampaignTracker(
+        tracking_uri, experiment_name=f"lightnas/{config.name}", pending_path=paths.mlflow_pending, warn=out.warn,
+        artifact_location=(paths.root / "mlartifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") else None,
+    )
     parent_run = tracker.start_campaign(
         config.name,
         params={"space": config.space, "profiles": ",".join(config.profiles), "sampler": config.sampler,
@@ -236,51 +347,78 @@ def run_campaign(
         artifacts={"campaign.json": config.model_dump(mode="json"), "space.json": space.model_dump(mode="json")},
         resume_run_id=study.user_attrs.get("mlflow_parent_run_id"),
     )
-    study.set_user_attr("mlflow_parent_run_id", parent_run)
+    if parent_run:
+        study.set_user_attr("mlflow_parent_run_id", parent_run)
     out.info(
-        f"campaign [bold]{config.name}[/] in {paths.root}\n  study: {paths.storage_url} (study name '{config.name}')\n"
+        f"campaign [bold]{config.name}[/] in {paths.root}\n  study: {_storage_text(config, paths)} (study name '{config.name}')\n"
         f"  mlflow: {tracking_uri} (experiment 'lightnas/{config.name}')"
         + (f"\n  resumed: {requeued} interrupted trial(s) queued again" if requeued else "")
     )
 
-    ctx = build_context(config, out)
+    ctx = build_context(config, out, study, task=task)
     executor = make_executor(config, paths.root, ray_address)
     try:
-        _drive(study, space, ctx, executor, tracker, config, out, evaluate_candidate)
+        _drive(study, space, ctx, executor, tracker, config, out)
     except KeyboardInterrupt:
         tracker.finish(status="KILLED")
         out.error(f"stopped; finished trials are saved. Resume with: nas resume {paths.root}")
         raise
+    except Exception as exc:
+        if is_disk_full(exc):  # SQLite commits whole transactions: the study holds every trial told so far
+            raise NasUserError(
+                f"{paths.root}: no space left on the device; the study keeps every finished trial. "
+                f"Free some space, then continue with: nas resume {paths.root}"
+            ) from None
+        raise
     finally:
         executor.shutdown()
 
+    from nas.report import build_report
     from nas.report.pareto import pareto_summary, write_pareto_json
-    from nas.report.html import write_report
 
+    tuning = _tuning_totals(study)
+    study.set_user_attr("tuning", tuning)
+    if tuning["tasks"]:
+        out.info(f"TVM tuning: {tuning['tune_s']:.0f} s on {tuning['tasks'] - tuning['hits']} new workload(s); "
+                 f"{tuning['hits']}/{tuning['tasks']} workloads came from the shared database (hit rate {tuning['hit_rate']:.0%})")
     pareto = pareto_summary(study, config)
     write_pareto_json(pareto, paths.pareto)
-    write_report(study, config, pareto, paths.report)
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        build_report(paths.root, tracking_uri=tracking_uri)  # report.html, report.json, trials.csv, pareto.csv
+    else:
+        out.warn("no trial completed, so there is no report; see 'nas status' for the failures")
     tracker.mark_pareto({p["trial"] for p in pareto})
     tracker.finish(summary={"pareto": pareto})
+    if tracker.parent_run_id and study.user_attrs.get("mlflow_parent_run_id") != tracker.parent_run_id:
+        study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
+    if tracker.n_pending:
+        out.warn(f"{tracker.n_pending} MLflow record(s) wait in {paths.mlflow_pending}; 'nas resume {paths.root}' sends them")
     states = [t.state for t in study.get_trials(deepcopy=False)]
     return CampaignResult(
         paths=paths,
         study_name=config.name,
         n_complete=sum(s == optuna.trial.TrialState.COMPLETE for s in states),
         n_failed=sum(s == optuna.trial.TrialState.FAIL for s in states),
+        n_pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
         pareto=pareto,
         tracking_uri=tracking_uri,
         wall_s=time.perf_counter() - started,
     )
 
 
-def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Output, objective_fn) -> None:
-    """The ask/tell loop: keep ``executor.max_parallel`` trials in flight until the budget is spent."""
+def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Output) -> None:
+    """The ask/tell loop: keep ``executor.max_parallel`` jobs in flight until the budget is spent.
+
+    With successive halving (``fidelity.min_steps``), a trial's job at one rung finishing may start its
+    next rung's job: the trial stays RUNNING in the study until it is told COMPLETE, PRUNED or FAIL.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    rungs = config.fidelity.rungs()
     deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
     shared_ctx = executor.share(ctx)
-    pending: dict[Any, tuple[Any, Any]] = {}  # job → (trial, candidate)
+    pending: dict[Any, tuple[Any, Any, int]] = {}  # job → (trial, candidate, rung index)
+    rung_values = _rung_values_so_far(study, config, rungs)
     done = _n_finished(study)
     best = _best_accuracy(study, config)
     columns = (TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
@@ -293,50 +431,116 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
                 trial = study.ask()
                 candidate = space.sample(trial)
                 trial.set_user_attr("candidate", candidate.to_dict())
-                job = executor.submit(objective_fn, candidate, shared_ctx, config.seed + trial.number)
-                pending[job] = (trial, candidate)
+                twin = next((t for t, c, _ in pending.values() if c == candidate), None)
+                if twin is not None:  # a sampler proposed a point already in flight: don't spend a slot on it
+                    trial.set_user_attr("fail_reason", f"duplicate of running trial {twin.number}")
+                    trial.set_user_attr("duplicate", True)
+                    study.tell(trial, state=optuna_state("FAIL"))
+                    continue
+                job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[0])
+                pending[job] = (trial, candidate, 0)
             if not pending:
                 break
             for outcome in executor.wait(list(pending)):
-                trial, candidate = pending.pop(outcome.job)
-                _tell(study, trial, candidate, outcome, tracker, config, out)
+                trial, candidate, rung = pending.pop(outcome.job)
+                if outcome.error is None and rung + 1 < len(rungs):
+                    values = _objective_values(outcome.result, config)
+                    rung_values.setdefault(rung, []).append(values)
+                    trial.set_user_attr(f"rung_{rungs[rung]}_steps", {"values": values, "metrics": outcome.result.to_dict()})
+                    if _non_dominated(values, rung_values[rung], [o.direction for o in config.objectives]):
+                        job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[rung + 1])
+                        pending[job] = (trial, candidate, rung + 1)
+                        continue
+                    _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung], pruned=True)
+                else:
+                    _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung])
                 done += 1
-                if outcome.error is None:
+                if outcome.error is None and rung + 1 == len(rungs):
                     best = max(best or 0.0, outcome.result.accuracy)
                 progress.update(bar, completed=done, best=_best_text(best))
 
 
-def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out: Output) -> None:
-    """Record one finished trial in the study and in MLflow."""
+def optuna_state(name: str) -> Any:
     from optuna.trial import TrialState
 
-    params = {**trial.params, "candidate_key": candidate.key}
+    return TrialState[name]
+
+
+def _objective_values(metrics: Any, config: CampaignConfig) -> list[float]:
+    return [float(metrics.objective(o.metric, o.profile)) for o in config.objectives]
+
+
+def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    """True if ``a`` is at least as good as ``b`` everywhere and better somewhere."""
+    sign = [1.0 if d == "maximize" else -1.0 for d in directions]
+    ge = all(s * x >= s * y for s, x, y in zip(sign, a, b))
+    return ge and any(s * x > s * y for s, x, y in zip(sign, a, b))
+
+
+def _non_dominated(values: list[float], others: list[list[float]], directions: list[str]) -> bool:
+    """Successive halving's promotion rule: promote a result no other result at its rung dominates."""
+    return not any(_dominates(o, values, directions) for o in others)
+
+
+def _rung_values_so_far(study, config: CampaignConfig, rungs: list[int]) -> dict[int, list[list[float]]]:
+    """Rung results of earlier runs of this campaign (for promotion decisions after a resume)."""
+    found: dict[int, list[list[float]]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for i, steps in enumerate(rungs[:-1]):
+            record = trial.user_attrs.get(f"rung_{steps}_steps")
+            if record:
+                found.setdefault(i, []).append(record["values"])
+    return found
+
+
+def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out: Output, steps: int, pruned: bool = False) -> None:
+    """Record one finished trial in the study and in MLflow: COMPLETE (feasible or not), PRUNED or FAIL."""
+    from optuna.trial import TrialState
+
+    params = {**trial.params, "candidate_key": candidate.key, "fidelity_steps": steps}
+    trial.set_user_attr("fidelity_steps", steps)
     if outcome.error is not None:
         reason = f"{type(outcome.error).__name__}: {outcome.error}"
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("traceback", "".join(traceback.format_exception(outcome.error))[-4000:])
         study.tell(trial, state=TrialState.FAIL)
-        tracker.log_trial(trial.number, params, {}, {"lightnas.fail_reason": reason[:500]},
+        tracker.log_trial(trial.number, params, {}, {"lightnas.fail_reason": reason[:500], "lightnas.state": "FAIL"},
                           {"candidate.json": candidate.to_dict()}, failed=True)
         out.warn(f"trial {trial.number} ({candidate.key}) failed: {reason}")
         return
     metrics = outcome.result
-    values = [metrics.objective(o.metric, o.profile) for o in config.objectives]
+    values = _objective_values(metrics, config)
     trial.set_user_attr("metrics", metrics.to_dict())
-    study.tell(trial, values)
+    violations = {c.name: c.violation(metrics.objective(c.metric, c.profile)) for c in config.constraints}
+    violations.update(metrics.hardware_constraints())  # fits@<profile>: compiles for and fits each device
+    for name, v in violations.items():
+        trial.set_constraint(name, v)
+    feasible = all(v <= 0 for v in violations.values())
+    trial.set_user_attr("feasible", feasible)
+    if not feasible:
+        trial.set_user_attr("infeasible_reason", "; ".join(f"{k} violated by {v:g}" for k, v in violations.items() if v > 0))
+    state = "PRUNED" if pruned else "COMPLETE"
+    if pruned:
+        trial.set_user_attr("pruned_reason", f"dominated at {steps} training steps (successive halving)")
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, values)
     flat = {"accuracy": metrics.accuracy, "size_bytes": metrics.size_bytes, "num_params": metrics.num_params,
             "sparsity": metrics.sparsity, "final_loss": metrics.final_loss,
-            **{f"time_{k}": v for k, v in metrics.timings_s.items()}}
-    tags = {}
+            **{f"time_{k}": v for k, v in metrics.timings_s.items()},
+            **{f"constraint.{k}": v for k, v in violations.items()}}
+    tags = {"lightnas.state": state, "lightnas.feasible": str(feasible).lower()}
     for profile, lat in metrics.latency.items():
         flat[f"latency_ms.{profile}"] = lat.median_ms
         flat[f"latency_std_ms.{profile}"] = lat.std_ms
         tags[f"latency.{profile}"] = lat.label
+        tags[f"latency.{profile}.source"] = "measured" if lat.is_measured else "estimated"
     for backend, lat in metrics.reference_latency.items():
         flat[f"reference_latency_ms.{backend}"] = lat.median_ms
         tags[f"reference_latency.{backend}"] = lat.label
     tracker.log_trial(trial.number, params, flat, tags,
-                      {"candidate.json": candidate.to_dict(), "metrics.json": metrics.to_dict()})
+                      {"candidate.json": candidate.to_dict(), "metrics.json": metrics.to_dict()},
+                      files=metrics.artifacts)
 
 
 def _best_accuracy(study, config: CampaignConfig) -> float | None:
@@ -359,7 +563,7 @@ def load_study(campaign_dir: str | Path) -> tuple[optuna.Study, CampaignConfig]:
     if not paths.config.is_file():
         raise NasUserError(f"{campaign_dir}: no campaign here ({CONFIG_FILE} is missing).")
     config = load_campaign_config(paths.config)
-    study = optuna.load_study(study_name=config.name, storage=paths.storage_url)
+    study = optuna.load_study(study_name=config.name, storage=make_storage(config, paths))
     return study, config
 
 

@@ -25,6 +25,55 @@ class Outcome:
     error: BaseException | None = None
 
 
+def call_with_memory_bound(limit_mib: int | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` allowing it about ``limit_mib`` MiB of address space beyond what the process holds.
+
+    Uses the soft ``RLIMIT_AS`` (restored afterwards, so a reused Ray worker is not left bounded). An
+    allocation beyond the bound fails inside ``fn``; torch reports that as a RuntimeError, which is raised
+    here as :class:`MemoryError` so the trial's failure reason says what happened.
+    """
+    if not limit_mib:
+        return fn(*args)
+    import resource
+
+    import psutil
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    bound = psutil.Process().memory_info().vms + limit_mib * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        bound = min(bound, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (bound, hard))
+    try:
+        return fn(*args)
+    except MemoryError as exc:
+        raise MemoryError(f"the trial needed more than its memory bound of {limit_mib} MiB") from exc
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            raise MemoryError(f"the trial needed more than its memory bound of {limit_mib} MiB ({str(exc)[:100]})") from exc
+        raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one sentence, when nothing listens at a Ray address (``host:port`` or ``ray://host:port``)."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise NasUserError(f"--ray-address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) or ray://HOST:10001.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise NasUserError(
+            f"--ray-address {address}: no Ray cluster answered ({exc.strerror or exc}); start one with "
+            "'ray start --head' or drop --ray-address to run locally."
+        ) from None
+
+
 class Executor(abc.ABC):
     """Runs trial functions; subclasses set :attr:`max_parallel`.
 
@@ -55,13 +104,15 @@ class InProcessExecutor(Executor):
 
     max_parallel = 1
 
-    def __init__(self) -> None:
+    def __init__(self, memory_mib_per_trial: int | None = None) -> None:
         self._done: dict[int, Outcome] = {}
+        self._next = 0
+        self._memory_mib = memory_mib_per_trial
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> int:
-        job = len(self._done)
+        job, self._next = self._next, self._next + 1
         try:
-            self._done[job] = Outcome(job, result=fn(*args))
+            self._done[job] = Outcome(job, result=call_with_memory_bound(self._memory_mib, fn, *args))
         except Exception as exc:  # recorded as a FAILED trial by the campaign, with its reason
             self._done[job] = Outcome(job, error=exc)
         return job
@@ -102,6 +153,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
+                check_ray_address(address)  # ray.init would otherwise retry a dead address for minutes
                 kwargs["address"] = address
             else:
                 # Measured here: ~4-5 s and ~0.4 GB without the dashboard (../shared/STACK.md).
@@ -119,18 +171,16 @@ class RayExecutor(Executor):
         self._owns_ray = not address
         options: dict[str, Any] = {"num_cpus": cpus_per_trial, "max_retries": max_retries, "retry_exceptions": False}
         if memory_mib_per_trial:
-            options["memory"] = memory_mib_per_trial * 1024 * 1024
+            options["memory"] = memory_mib_per_trial * 1024 * 1024  # for Ray's scheduler; enforced below
         self._options = options
-        self._remote_cache: dict[Callable[..., Any], Any] = {}
+        self._memory_mib = memory_mib_per_trial
+        self._remote = ray.remote(call_with_memory_bound).options(**options)
 
     def share(self, value: Any) -> Any:
         return self._ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        remote = self._remote_cache.get(fn)
-        if remote is None:
-            remote = self._remote_cache[fn] = self._ray.remote(fn).options(**self._options)
-        return remote.remote(*args)
+        return self._remote.remote(self._memory_mib, fn, *args)
 
     def wait(self, jobs: list[Any]) -> list[Outcome]:
         self._ray.wait(jobs, num_returns=1)  # block until one has finished

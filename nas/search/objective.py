@@ -1,4 +1,4 @@
-"""One trial: Candidate → student → distilled → pruned → quantized → accuracy, size and latency.
+"""One trial: Candidate → student → (pretrained →) distilled → pruned → quantized → accuracy, size and latency.
 
 :func:`evaluate_candidate` is the function an executor runs, in this process or on a Ray worker. It reads
 top to bottom in the order the work happens. Everything it needs that is expensive to build (tokenised
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nas.candidate import Candidate
     from nas.data.tokenize import TokenizedSplit
     from nas.hardware.measure import LatencyResult
+    from nas.hardware.memory import Feasibility
     from nas.hardware.profiles import HardwareProfile
     from nas.train import TrainSettings
 
@@ -32,12 +33,22 @@ class LatencySettings:
         repeats: Timed repeats; the median and spread are over these. ≥ 3.
         number: Runs averaged inside each repeat; ≥ 1.
         reference_backends: Host-only backends timed next to TVM for cross-checks (``onnxruntime``, ``torch``).
+        tune: Schedule TVM builds with MetaSchedule from the shared tuning database, tuning workloads it
+            lacks (expensive: minutes per new workload on 2 cores); False builds untuned (labelled so).
+        trials_per_task: MetaSchedule trials per new workload; ≥ 1.
+        max_new_tasks: Tune at most this many new workloads per build (largest first); None = all.
+        check_compile: Cross-compile every candidate for every non-local profile (a candidate that does
+            not compile for a device is infeasible there); MCU code size comes from this build.
     """
 
     seq_len: int = 64
     repeats: int = 10
     number: int = 5
     reference_backends: tuple[str, ...] = ("onnxruntime",)
+    tune: bool = False
+    trials_per_task: int = 64
+    max_new_tasks: int | None = None
+    check_compile: bool = True
 
 
 @dataclass
@@ -53,6 +64,7 @@ class TrialContext:
     profiles: list[HardwareProfile]
     latency: LatencySettings = field(default_factory=LatencySettings)
     threads: int = 1  # torch threads for training; latency uses each profile's own core count
+    onnx_dir: str | None = None  # if set, each trial exports its compressed student here as ONNX (for MLflow)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,24 @@ class TrialMetrics:
     sparsity: float  # share of zeros in the pruned weights
     final_loss: float
     timings_s: dict[str, float]  # wall seconds of each stage
+    feasibility: dict[str, Feasibility] = field(default_factory=dict)  # by profile: compiles and fits memory
+    artifacts: dict[str, str] = field(default_factory=dict)  # name → file the driver logs to MLflow, then deletes
+
+    @property
+    def is_feasible(self) -> bool:
+        """Whether the candidate compiles for and fits every profile."""
+        return all(f.is_feasible for f in self.feasibility.values())
+
+    def hardware_constraints(self) -> dict[str, float]:
+        """Optuna constraint values (≤ 0 feasible) per profile, named ``fits@<profile>``.
+
+        Profiles where nothing was checked (the host: no build for a device, no memory limits) are left out.
+        """
+        return {
+            f"fits@{name}": f.constraint()
+            for name, f in self.feasibility.items()
+            if f.build or f.flash_limit_bytes or f.sram_limit_bytes or not f.is_feasible
+        }
 
     def objective(self, metric: str, profile: str | None = None) -> float:
         """The value of one objective: ``accuracy``, ``latency_ms`` (needs ``profile``) or ``size_bytes``."""
@@ -82,24 +112,33 @@ class TrialMetrics:
         data = dataclasses.asdict(self)
         data["latency"] = {k: v.to_dict() for k, v in self.latency.items()}
         data["reference_latency"] = {k: v.to_dict() for k, v in self.reference_latency.items()}
+        data["feasibility"] = {k: v.to_dict() for k, v in self.feasibility.items()}
         return data
 
 
 @functools.lru_cache(maxsize=2)
-def _teacher_state(teacher_dir: str) -> tuple[dict[str, torch.Tensor], int]:
-    """The fine-tuned teacher's weights and layer count, read once per process (safetensors: no pickle)."""
+def _teacher_state(teacher_dir: str) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The fine-tuned teacher's weights, layer and head count, read once per process (safetensors: no pickle)."""
     import json
     from pathlib import Path
 
     from safetensors.torch import load_file
 
     folder = Path(teacher_dir)
-    n_layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
-    return load_file(folder / "model.safetensors"), n_layers
+    config = json.loads((folder / "config.json").read_text())
+    return load_file(folder / "model.safetensors"), config["num_hidden_layers"], config["num_attention_heads"]
+
+
+@functools.lru_cache(maxsize=1)
+def _teacher_model(teacher_dir: str) -> torch.nn.Module:
+    """The fine-tuned teacher as a module, for feature distillation and teacher-aligned pretraining."""
+    from transformers import BertForSequenceClassification
+
+    return BertForSequenceClassification.from_pretrained(teacher_dir, local_files_only=True, attn_implementation="eager").eval()
 
 
 def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
-    """Build, distil, compress, measure and score one candidate.
+    """Build, (pre)train, distil, compress, measure and score one candidate.
 
     Args:
         candidate: The student to evaluate.
@@ -111,55 +150,101 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     """
     import torch
 
-    from nas.compress.prune import magnitude_prune_
-    from nas.compress.quantize import fake_quantize_weights_
-    from nas.compress.size import stored_size_bytes
-    from nas.hardware.backends import measure_latency, measure_reference
+    from nas.compress.pipeline import compress_model
+    from nas.hardware.backends import check_profile_feasibility, measure_latency, measure_reference
     from nas.models.student import build_student
+    from nas.models.vocab import most_frequent_tokens
+    from nas.pretrain import pretrain
     from nas.train import accuracy, distil
 
     torch.set_num_threads(ctx.threads)
     torch.manual_seed(seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    arch, learn = candidate.architecture, candidate.distill
 
-    # build: inherit the fine-tuned teacher's weights where shapes allow
-    teacher_state, teacher_layers = _teacher_state(ctx.teacher_dir)
+    # build: a trimmed vocabulary keeps the train split's most frequent tokens; weights inherit from the
+    # fine-tuned teacher (layer selection, importance-ordered width slicing) unless the candidate says not to
+    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
+    kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
     model = build_student(
-        candidate, ctx.num_labels, teacher_state=teacher_state, teacher_layers=teacher_layers,
+        candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
+        teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
         max_positions=max(ctx.train.input_ids.shape[1], ctx.latency.seq_len),
     )
-
-    # distil against the cached teacher logits
+    needs_teacher = learn.hidden_weight > 0 or learn.attention_weight > 0 or (
+        candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher"
+    )
+    teacher = _teacher_model(ctx.teacher_dir) if needs_teacher else None
     settings = dataclasses.replace(ctx.train_settings, seed=seed)
+
+    # pretrain (optional, task-agnostic): MLM or contrastive on the train split's text, labels unused
+    pretrain(model, ctx.train.input_ids, ctx.train.attention_mask, candidate.pretrain, settings, teacher=teacher)
+    timings["pretrain_s"] = time.perf_counter() - t0
+
+    # distil against the cached teacher logits, plus hidden-state / attention terms when weighted
     losses = distil(
         model, ctx.train, ctx.teacher_logits, settings,
-        alpha=candidate.distill_alpha, temperature=candidate.distill_temperature,
+        alpha=learn.alpha, temperature=learn.temperature,
+        teacher=teacher, hidden_weight=learn.hidden_weight, attention_weight=learn.attention_weight,
     )
     timings["train_s"] = time.perf_counter() - t0
 
-    # compress: magnitude pruning, then post-training fake quantization of the weights
-    masks = magnitude_prune_(model, candidate.prune_rate) if candidate.prune_rate > 0 else {}
-    if candidate.weight_bits < 32:
-        fake_quantize_weights_(model, candidate.weight_bits)
-    size = stored_size_bytes(model, weight_bits=candidate.weight_bits, masks=masks or None)
-    pruned_total = sum(m.numel() for m in masks.values())
-    sparsity = sum((m == 0).sum().item() for m in masks.values()) / pruned_total if pruned_total else 0.0
+    # compress: the candidate's recipe (prune, quantize, size); recovery and QAT fine-tune by distillation
+    recipe = candidate.compression
+    recovery_calls: list[int] = []
+
+    def recover(model: torch.nn.Module, steps: int, masks: dict[str, torch.Tensor]) -> None:
+        # A fresh optimiser per call (structured pruning replaces parameters) and a new batch order each time;
+        # logits only: feature terms would need projections rebuilt for the pruned widths.
+        recovery_calls.append(steps)
+        recovery = dataclasses.replace(settings, steps=steps, seed=seed + 1000 * len(recovery_calls))
+        distil(model, ctx.train, ctx.teacher_logits, recovery, alpha=learn.alpha, temperature=learn.temperature, masks=masks)
+
+    t1 = time.perf_counter()
+    calibration = [  # the first 4 train batches: Taylor importance and activation ranges
+        {"input_ids": ctx.train.input_ids[i : i + 32], "attention_mask": ctx.train.attention_mask[i : i + 32],
+         "labels": ctx.train.labels[i : i + 32]}
+        for i in range(0, min(len(ctx.train), 128), 32)
+    ]
+    outcome = compress_model(
+        model, recipe, calibration_batches=calibration, recover=recover,
+        recovery_steps=settings.steps // 4 if recipe.prune_rate > 0 else 0,  # a quarter of the training budget
+    )
+    size, sparsity = outcome.size, outcome.sparsity
+    timings["compress_s"] = time.perf_counter() - t1
 
     # evaluate on the validation split (the test split stays held out for reports)
     t1 = time.perf_counter()
     val_accuracy = accuracy(model, ctx.validation)
     timings["eval_s"] = time.perf_counter() - t1
 
-    # measure: compiled latency per profile, plus host reference backends
+    # measure: latency per profile (measured, or estimated and labelled so; ≤ 8-bit weights accounted as
+    # int8), whether the candidate compiles for and fits each device, and host reference backends
     t2 = time.perf_counter()
     example = (
         torch.ones(1, ctx.latency.seq_len, dtype=torch.long),
         torch.ones(1, ctx.latency.seq_len, dtype=torch.long),
     )
-    latency = {p.name: measure_latency(model, example, p, ctx.latency) for p in ctx.profiles}
-    reference = measure_reference(model, example, ctx.profiles, ctx.latency)
+    bits = candidate.weight_bits
+    latency = {p.name: measure_latency(model, example, p, ctx.latency, weight_bits=bits) for p in ctx.profiles}
+    feasibility = {
+        p.name: check_profile_feasibility(model, example, p, weight_bits=bits, compile_for_device=ctx.latency.check_compile)
+        for p in ctx.profiles
+    }
+    reference = measure_reference(model, example, ctx.profiles, ctx.latency, weight_bits=bits)
     timings["latency_s"] = time.perf_counter() - t2
+
+    artifacts = {}
+    if ctx.onnx_dir:  # the compressed student as deployed (fake-quantized weights in fp32), batch dynamic
+        import tempfile
+        from pathlib import Path
+
+        from nas.export import export_onnx
+
+        Path(ctx.onnx_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"trial-{seed}-", dir=ctx.onnx_dir)) / "model.onnx"
+        artifacts["model.onnx"] = str(export_onnx(model, ctx.latency.seq_len, path))
 
     return TrialMetrics(
         accuracy=val_accuracy,
@@ -170,4 +255,6 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         sparsity=sparsity,
         final_loss=losses[-1] if losses else float("nan"),
         timings_s=timings,
+        feasibility=feasibility,
+        artifacts=artifacts,
     )

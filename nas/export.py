@@ -1,0 +1,206 @@
+"""Deployable exports of a selected student: a Hugging Face folder, ONNX, a TVM library and a model card.
+
+Each exporter takes the trained torch student and writes one artefact; :func:`export_all` writes them
+all into one folder::
+
+    <export_dir>/hf/            save_pretrained folder (config, safetensors, tokenizer, README.md = card)
+    <export_dir>/model.onnx     batch-dynamic ONNX graph (inputs input_ids, attention_mask; output logits)
+    <export_dir>/tvm/<profile>.so   Relax executable built for the profile's target (batch 1, seq_len tokens)
+    <export_dir>/MODEL_CARD.md  accuracy, latency with provenance, size, memory, settings, ids
+    <export_dir>/selection.json the same facts as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.errors import NasUserError
+from nas.output import Output
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.hardware.profiles import HardwareProfile
+
+
+def export_hf(model: torch.nn.Module, folder: Path) -> Path:
+    """Save ``model`` and the teacher's tokenizer with ``save_pretrained``.
+
+    The folder loads with the student's own class (``StudentForSequenceClassification.from_pretrained``)
+    or, after :func:`register_auto_classes`, with ``AutoModelForSequenceClassification.from_pretrained``.
+    """
+    from nas.models.teacher import load_tokenizer
+
+    register_auto_classes(model)
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    load_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def register_auto_classes(model: torch.nn.Module) -> None:
+    """Make ``transformers``' Auto classes resolve the student's ``model_type`` to its classes (idempotent)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config_class = type(model.config)
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModelForSequenceClassification.register(config_class, type(model), exist_ok=True)
+
+
+def export_onnx(model: torch.nn.Module, seq_len: int, path: Path) -> Path:
+    """Export with torch's ``torch.export``-based exporter; the batch dimension is dynamic.
+
+    Args:
+        model: Student whose ``forward(input_ids, attention_mask)`` returns logits ``(B, C)``.
+        seq_len: Tokens per sequence (static: the campaign's ``max_seq_len``).
+        path: The ``.onnx`` file to write (weights inside, no external data).
+    """
+    import torch
+
+    example = (torch.ones(2, seq_len, dtype=torch.long), torch.ones(2, seq_len, dtype=torch.long))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:  # the exporter's per-op notes say nothing about this model
+        lg.setLevel(logging.ERROR)
+    model.eval()
+    try:
+        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
+    finally:
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
+    return Path(path)
+
+
+def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, path: Path) -> tuple[Path, str]:
+    """Build ``model`` with TVM Relax for ``profile``'s target and export the library.
+
+    Host profiles are linked with the host compiler; other profiles with the profile's ``cross_compiler``
+    (e.g. ``aarch64-linux-gnu-g++``) through ``tvm.contrib.cc.cross_compiler``.
+
+    Returns:
+        The library path and a sentence on how it was built (target, tuned or not, compiler).
+
+    Raises:
+        NasUserError: For a non-host profile without ``cross_compiler``.
+    """
+    import torch
+
+    from nas.hardware.compile import compile_relax
+
+    example = (torch.ones(1, seq_len, dtype=torch.long), torch.ones(1, seq_len, dtype=torch.long))
+    compiled = compile_relax(model, example, profile)
+    cross = getattr(profile, "cross_compiler", None)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if profile.latency.method == "local":
+        compiled.executable.export_library(str(path))
+        how = "host compiler"
+    elif cross:
+        from tvm.contrib import cc
+
+        compiled.executable.export_library(str(path), fcompile=cc.cross_compiler(cross))
+        how = f"cross-compiled with {cross}"
+    else:
+        raise NasUserError(
+            f"hardware profile {profile.name}: no cross_compiler is set, so its TVM library cannot be linked here; "
+            f"add e.g. 'cross_compiler: aarch64-linux-gnu-g++' to the profile YAML."
+        )
+    target = json.dumps(compiled.target, sort_keys=True)
+    return path, f"target {target}, {'tuned' if compiled.is_tuned else 'untuned'}, batch 1 × {seq_len} tokens, {how}"
+
+
+def load_tvm(path: Path) -> Any:
+    """A Relax VM on the host CPU over an exported library (run it as ``vm["main"](ids, mask)``)."""
+    import tvm
+    from tvm import relax
+
+    return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+
+def _latency_text(lat: dict[str, Any] | None) -> str:
+    if not lat:
+        return "not recorded"
+    how = "measured" if lat.get("is_measured") else "estimated"
+    tuned = "tuned" if lat.get("is_tuned") else "untuned"
+    return (f"{lat['median_ms']:.3f} ms median ({how}, {tuned}; {lat['backend']}, {lat.get('threads', '?')} threads, "
+            f"± {lat.get('std_ms', float('nan')):.3f} ms over {lat.get('repeats', '?')} repeats)")
+
+
+def model_card(card: dict[str, Any]) -> str:
+    """The model card (markdown) of a selection, from the facts ``nas.select`` gathered."""
+    from nas.report.pareto import flatten
+
+    size = card.get("size_bytes")
+    mem = card.get("peak_mem_mib")
+    settings = "\n".join(f"| `{k}` | {v} |" for k, v in flatten(card["candidate"]).items())
+    refs = "\n".join(f"- {name}: {_latency_text(lat)}" for name, lat in card.get("reference_latency", {}).items()) or "- none"
+    files = "\n".join(f"- {kind}: `{path}`" for kind, path in card.get("files", {}).items())
+    ids = card["mlflow"]
+    return f"""# lightnas student for `{card['profile']}` (campaign `{card['campaign']}`, trial {card['trial']})
+
+A text classifier distilled from the campaign's teacher and compressed as below, selected with `nas select`.
+
+## Why this model
+{chr(10).join(f'- {r}' for r in card['reasons'])}
+
+## Accuracy
+| split | accuracy |
+|---|---|
+| validation (during search, {card.get('search_steps', card['steps'])} steps) | {card['search_validation_accuracy']:.4f} |
+| validation (this export, {card['steps']} steps{', finalized' if card['finalized'] else ''}) | {card['validation_accuracy']:.4f} |
+| test (held out, {card['test_size']} sentences) | {card['test_accuracy']:.4f} |
+
+## Latency on `{card['profile']}`
+- TVM: {_latency_text(card['latency'])}
+- host references:
+{refs}
+
+Untuned TVM latencies rank candidates; they are not what a tuned deployment achieves.
+
+## Size and memory
+- stored size: {'not recorded' if size is None else f'{size / 1024:.1f} KiB ({size} bytes)'}
+- parameters: {card.get('num_params')}
+- peak memory: {'not recorded' if mem is None else f'{mem:.1f} MiB'}
+
+## Settings (architecture, compression, distillation)
+| setting | value |
+|---|---|
+{settings}
+
+## Files
+{files}
+
+## Provenance
+- campaign folder: `{card['campaign_dir']}`
+- MLflow tracking URI: `{ids['tracking_uri']}`
+- MLflow campaign run: `{ids['campaign_run_id']}`; trial run: `{ids['trial_run_id']}`
+"""
+
+
+def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Path, card: dict[str, Any], *,
+               seq_len: int, out: Output | None = None) -> dict[str, str]:
+    """Write every export and the model card into ``export_dir``; returns kind → path."""
+    out = out or Output()
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    files = {"huggingface": str(export_hf(model, export_dir / "hf"))}
+    out.info(f"hugging face folder: {files['huggingface']}")
+    files["onnx"] = str(export_onnx(model, seq_len, export_dir / "model.onnx"))
+    out.info(f"onnx: {files['onnx']}")
+    tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so")
+    files["tvm"] = str(tvm_path)
+    out.info(f"tvm library: {tvm_path} ({how})")
+    card = {**card, "files": {**files, "tvm_build": how}}
+    text = model_card(card)
+    (export_dir / "MODEL_CARD.md").write_text(text, encoding="utf-8")
+    (export_dir / "hf" / "README.md").write_text(text, encoding="utf-8")
+    files["model_card"] = str(export_dir / "MODEL_CARD.md")
+    (export_dir / "selection.json").write_text(json.dumps({**card, "files": files}, indent=2, default=str), encoding="utf-8")
+    files["selection"] = str(export_dir / "selection.json")
+    return files

@@ -1,0 +1,277 @@
+"""MetaSchedule tuning with one database shared by every candidate and campaign of a target.
+
+Candidates of one search space share most of their operator workloads: the fused TIR functions of a
+BERT layer depend only on (sequence length, hidden, heads, FFN) and not on the weights, which stay Relax
+constants outside the TIR. So each distinct workload is tuned once per target and its best schedule is
+reused by every later candidate that contains it, in this campaign and the next ones. The records live
+in a JSON MetaSchedule database under ``$LIGHTNAS_CACHE/tuning/<target key>/`` (default
+``~/.cache/lightnas``), keyed by the resolved target (kind, triple, mcpu, attributes, cores).
+
+A workload whose tuning fails, or that gets no valid schedule within its trial budget, is left
+unscheduled (TVM's default loops) and reported by name: the :class:`TuningReport` lists it and a
+``RuntimeWarning`` says so. Nothing falls back silently.
+
+Cost on this machine (shared/STACK.md): every builder and runner worker imports TVM, which takes tens of
+seconds, so both get 300 s timeouts, and a whole small BERT took 389–1116 s from an empty database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tvm
+
+# Worker start-up (import tvm) takes 29–68 s here, beyond MetaSchedule's 30 s default (shared/STACK.md).
+WORKER_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """How much MetaSchedule may search for each workload not yet in the database.
+
+    Args:
+        trials_per_task: Schedules measured per new workload; ≥ 1. 64 is a useful minimum for GEMMs;
+            tests use 2–4.
+        trials_per_iter: Candidates proposed per search round; ≥ 1 (capped at ``trials_per_task``).
+        max_new_tasks: Tune at most this many new workloads per call (the largest first, by FLOPs);
+            the rest fall back to untuned loops and are reported. ``None`` tunes all.
+        cache_dir: Root of the database folders; default ``$LIGHTNAS_CACHE/tuning`` or
+            ``~/.cache/lightnas/tuning``.
+    """
+
+    trials_per_task: int = 64
+    trials_per_iter: int = 32
+    max_new_tasks: int | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.trials_per_task < 1 or self.trials_per_iter < 1:
+            raise ValueError(f"need trials_per_task ≥ 1 and trials_per_iter ≥ 1; got {self.trials_per_task=}, {self.trials_per_iter=}")
+        if self.max_new_tasks is not None and self.max_new_tasks < 0:
+            raise ValueError(f"max_new_tasks must be ≥ 0 or None, got {self.max_new_tasks=}")
+
+
+@dataclass
+class TuningReport:
+    """What one tuned build found in the database and what it had to tune.
+
+    Attributes:
+        n_tasks: Distinct workloads (fused TIR functions) of the model.
+        hits: Workloads that already had a record in the database.
+        tuned: Workloads tuned by this call that now have a record.
+        fallback: Names of workloads left unscheduled (tuning failed, over budget, or skipped by
+            ``max_new_tasks``); they run as TVM's default loops.
+        tune_s: Wall seconds spent in MetaSchedule by this call.
+        database: Folder of the database used.
+    """
+
+    n_tasks: int = 0
+    hits: int = 0
+    tuned: int = 0
+    fallback: list[str] = field(default_factory=list)
+    tune_s: float = 0.0
+    database: str = ""
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of workloads served from the database without tuning, in [0, 1]."""
+        return self.hits / self.n_tasks if self.n_tasks else 1.0
+
+    @property
+    def is_fully_tuned(self) -> bool:
+        return not self.fallback
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hit_rate": self.hit_rate}
+
+    def merge(self, other: TuningReport) -> None:
+        """Add ``other``'s counts to this one (a campaign's running total)."""
+        self.n_tasks += other.n_tasks
+        self.hits += other.hits
+        self.tuned += other.tuned
+        self.fallback += other.fallback
+        self.tune_s += other.tune_s
+        self.database = other.database or self.database
+
+
+def cache_root(settings: TuningSettings | None = None) -> Path:
+    """Root folder of all tuning databases."""
+    if settings is not None and settings.cache_dir:
+        return Path(settings.cache_dir)
+    base = os.environ.get("LIGHTNAS_CACHE") or str(Path.home() / ".cache" / "lightnas")
+    return Path(base) / "tuning"
+
+
+def database_dir(target: dict[str, Any], settings: TuningSettings | None = None) -> Path:
+    """The database folder of a resolved target dict, e.g. ``.../tuning/llvm-znver4-2c-1a2b3c4d``.
+
+    The key holds everything that changes generated code (kind, triple, mcpu, attributes, cores): schedules
+    tuned for 2 threads or without AVX-512 are not reused for another configuration.
+    """
+    canonical = json.dumps(target, sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    readable = "-".join(str(target.get(k)) for k in ("kind", "mtriple", "mcpu") if target.get(k))
+    cores = target.get("num-cores")
+    name = f"{readable}-{cores}c-{digest}" if cores else f"{readable}-{digest}"
+    return cache_root(settings) / name.replace("/", "_")
+
+
+@contextlib.contextmanager
+def _db_lock(folder: Path):
+    """One tuner per database at a time (parallel trials would tune the same workload twice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalize and fuse a Relax module the way MetaSchedule's tasks are keyed (TVM's static-shape pipeline)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential(
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.get_pipeline("zero"),  # LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR
+            ]
+        )(mod)
+
+
+def tune_and_apply(
+    mod: tvm.IRModule, target: tvm.target.Target, settings: TuningSettings
+) -> tuple[tvm.IRModule, TuningReport]:
+    """Schedule ``mod`` from the shared database, tuning only workloads it does not hold yet.
+
+    Args:
+        mod: A Relax module as imported from torch (weights bound as constants).
+        target: The resolved TVM target.
+        settings: Trial budget and cache folder.
+
+    Returns:
+        The fused module with every recorded workload scheduled, and the report of hits, tuned workloads
+        and fallbacks (also warned about).
+    """
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    folder = database_dir(_target_dict(target), settings)
+    fused = prepare_for_tuning(mod, target)
+    report = TuningReport(database=str(folder))
+    with _db_lock(folder):
+        database = ms.database.JSONDatabase(work_dir=str(folder))
+        tasks = ms.relax_integration.extract_tasks(fused, target)
+        report.n_tasks = len(tasks)
+        missing = [t for t in tasks if not _has_record(database, t, target)]
+        report.hits = report.n_tasks - len(missing)
+        chosen = sorted(missing, key=_task_flops, reverse=True)
+        if settings.max_new_tasks is not None:
+            chosen = chosen[: settings.max_new_tasks]
+        if chosen:
+            start = time.perf_counter()
+            try:
+                _tune(chosen, target, database, settings)
+            except Exception as exc:  # a MetaSchedule failure leaves those workloads unscheduled, reported below
+                warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}); "
+                              f"the workloads it was tuning stay untuned.", RuntimeWarning, stacklevel=2)
+            report.tune_s = time.perf_counter() - start
+        still_missing = [t for t in missing if not _has_record(database, t, target)]
+        report.tuned = len(missing) - len(still_missing)
+        report.fallback = sorted(t.task_name for t in still_missing)
+        with target, database:
+            scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+    if report.fallback:
+        warnings.warn(
+            f"{len(report.fallback)} of {report.n_tasks} workloads have no tuned schedule for {target.attrs.get('mcpu', '')} "
+            f"({', '.join(report.fallback[:5])}{', …' if len(report.fallback) > 5 else ''}) and run as TVM's default "
+            f"loops; raise trials_per_task/max_new_tasks to tune them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return scheduled, report
+
+
+class MetaScheduleTuner:
+    """A tuning hook for :func:`nas.hardware.compile.compile_relax` backed by the shared database.
+
+    Keeps the report of its last call (``last_report``) and the running total of a campaign (``total``).
+
+    Example:
+        .. code-block:: python
+
+            tuner = MetaScheduleTuner(TuningSettings(trials_per_task=64))
+            compiled = compile_relax(model, inputs, host, tuning=tuner)
+            print(tuner.total.tune_s, tuner.total.hit_rate)
+    """
+
+    def __init__(self, settings: TuningSettings | None = None) -> None:
+        self.settings = settings or TuningSettings()
+        self.last_report: TuningReport | None = None
+        self.total = TuningReport()
+
+    def __call__(self, mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+        scheduled, report = tune_and_apply(mod, target, self.settings)
+        self.last_report = report
+        self.total.merge(report)
+        return scheduled
+
+
+def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: TuningSettings) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    with tempfile.TemporaryDirectory(prefix="lightnas-ms-") as work_dir:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
+        )
+        if not contexts:
+            return
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=work_dir,
+            max_trials_global=settings.trials_per_task * len(contexts),
+            max_trials_per_task=settings.trials_per_task,
+            num_trials_per_iter=min(settings.trials_per_iter, settings.trials_per_task),
+            builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=WORKER_TIMEOUT_S),
+            runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S),
+            database=database,
+        )
+
+
+def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
+    mod = task.dispatched[0]
+    return database.has_workload(mod) and bool(database.query_tuning_record(mod, target, task.task_name))
+
+
+def _task_flops(task: Any) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(task.dispatched[0]))
+    except Exception:  # estimate_tir_flops refuses some loop nests; order them last
+        return 0.0
+
+
+def _target_dict(target: tvm.target.Target) -> dict[str, Any]:
+    data = {"kind": target.kind.name}
+    for key in ("mtriple", "mcpu", "mattr", "num-cores"):
+        value = target.attrs.get(key)
+        if value is not None and value != "":
+            data[key] = [str(v) for v in value] if key == "mattr" else (int(value) if key == "num-cores" else str(value))
+    return data

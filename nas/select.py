@@ -1,0 +1,338 @@
+"""``nas select``: pick the model to ship on one hardware profile, rebuild it, check it, export it.
+
+The choice is a pure function of the study (:func:`choose_trial`): among complete, feasible trials that
+meet the user's limits, take the most accurate, then the fastest on the profile, then the smallest. That
+trial is always on the (accuracy, latency, size) Pareto front: anything dominating it would also meet
+the limits and win the tie-breaks.
+
+Trials do not keep their weights, so the chosen student is rebuilt from its ``candidate`` the way the
+trial built it (same seed, same steps), and the rebuild is checked against the validation accuracy the
+trial recorded. ``finalize`` instead retrains with a larger distillation budget, plus quantization-aware
+fine-tuning when the candidate is quantized. The student is then scored on the held-out test split,
+exported (Hugging Face folder, ONNX, TVM library, model card) and registered in MLflow's model registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.errors import NasUserError
+from nas.output import Output
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+    from optuna.trial import FrozenTrial
+
+    from nas.candidate import Candidate
+    from nas.config import CampaignConfig
+    from nas.search.objective import TrialContext
+
+FINALIZE_FACTOR = 4  # --finalize default: 4× the search's step budget (a starting point, not tuned; see --finalize-steps)
+QAT_SHARE = 0.25  # share of the finalize budget spent on quantization-aware fine-tuning after pruning
+
+
+@dataclass(frozen=True)
+class SelectionCriteria:
+    """What the user asked for.
+
+    Args:
+        profile: Hardware profile to select for; one of the campaign's profiles.
+        max_latency_ms: Upper bound on the median latency on ``profile`` in ms, or None.
+        min_accuracy: Lower bound on validation accuracy in [0, 1], or None.
+        max_size_kb: Upper bound on the stored size in KiB (1024 bytes), or None.
+    """
+
+    profile: str
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+    max_size_kb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_latency_ms", "max_size_kb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise NasUserError(f"--{name.replace('_', '-')} {value:g} must be positive.")
+        if self.min_accuracy is not None and not 0.0 <= self.min_accuracy <= 1.0:
+            raise NasUserError(f"--min-accuracy {self.min_accuracy:g} must lie in [0, 1] (a share, not a percentage).")
+
+    def violations(self, row: dict[str, float]) -> dict[str, float]:
+        """Relative amount by which ``row`` misses each limit (0 when met), by option name."""
+        misses = {}
+        if self.max_latency_ms is not None:
+            misses["--max-latency-ms"] = max(0.0, row["latency_ms"] / self.max_latency_ms - 1)
+        if self.min_accuracy is not None:
+            misses["--min-accuracy"] = max(0.0, 1 - row["accuracy"] / self.min_accuracy) if self.min_accuracy else 0.0
+        if self.max_size_kb is not None:
+            misses["--max-size-kb"] = max(0.0, row["size_kib"] / self.max_size_kb - 1)
+        return misses
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The selected trial and why: ``reasons`` are sentences for the user."""
+
+    trial: int
+    candidate: dict[str, Any]
+    metrics: dict[str, Any]
+    latency: dict[str, Any]  # the trial's LatencyResult on the profile, as a dict
+    reasons: list[str]
+    n_feasible: int
+    n_considered: int
+
+
+def _describe(number: int, row: dict[str, Any]) -> str:
+    lat = row["latency"]
+    how = f"{'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'}"
+    return f"trial {number} (accuracy {row['accuracy']:.4f}, {row['latency_ms']:.3f} ms {how}, {row['size_kib']:.0f} KiB)"
+
+
+def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria) -> Choice:
+    """The best trial for ``criteria``: most accurate, then fastest on the profile, then smallest.
+
+    Raises:
+        NasUserError: For an unknown profile, a campaign without complete trials, or when no trial meets
+            the limits (the message names the closest trial and the limit to relax).
+    """
+    from nas.report.pareto import axis_values, complete_trials, front_numbers
+
+    if criteria.profile not in config.profiles:
+        raise NasUserError(f"--profile '{criteria.profile}' is not a profile of campaign {config.name}; choose one of {', '.join(config.profiles)}.")
+    rows: dict[int, dict[str, Any]] = {}
+    trials = {t.number: t for t in complete_trials(study) if t.user_attrs.get("feasible", True)}
+    for number, trial in trials.items():
+        values = axis_values(trial, criteria.profile)
+        if values["latency_ms"] is not None:
+            rows[number] = {**values, "latency": trial.user_attrs["metrics"]["latency"][criteria.profile]}
+    if not rows:
+        raise NasUserError(f"campaign {config.name} has no complete trial with a latency on {criteria.profile}; run or resume the search first.")
+    feasible = [n for n, r in rows.items() if not any(criteria.violations(r).values())]
+    if not feasible:
+        closest = min(rows, key=lambda n: sum(criteria.violations(rows[n]).values()))
+        worst = max(criteria.violations(rows[closest]).items(), key=lambda kv: kv[1])[0]
+        raise NasUserError(
+            f"no trial of campaign {config.name} meets the limits on {criteria.profile}; the closest is "
+            f"{_describe(closest, rows[closest])}, so relax {worst}."
+        )
+    ranked = sorted(feasible, key=lambda n: (-rows[n]["accuracy"], rows[n]["latency_ms"], rows[n]["size_kib"], n))
+    best = ranked[0]
+    on_front = front_numbers(list(trials.values()), criteria.profile, "latency_ms")
+    limits = ", ".join(text.format(v) for text, v in (("latency ≤ {:g} ms", criteria.max_latency_ms), ("accuracy ≥ {:g}", criteria.min_accuracy),
+                                                     ("size ≤ {:g} KiB", criteria.max_size_kb)) if v is not None)
+    reasons = [
+        f"{len(feasible)} of {len(rows)} complete feasible trials meet " + (f"{limits} on {criteria.profile}." if limits else "the limits (none given)."),
+        f"Chose {_describe(best, rows[best])}: the most accurate of them"
+        + (", ties broken by latency then size." if len(ranked) > 1 else "."),
+        f"It is {'on' if best in on_front else 'off'} the accuracy-latency Pareto front of {criteria.profile}.",
+    ]
+    if len(ranked) > 1:
+        faster = min(ranked[1:], key=lambda n: rows[n]["latency_ms"])
+        reasons.append(f"Fastest alternative that meets the limits: {_describe(faster, rows[faster])}.")
+    trial = trials[best]
+    return Choice(trial=best, candidate=trial.user_attrs["candidate"], metrics=trial.user_attrs["metrics"],
+                  latency=rows[best]["latency"], reasons=reasons, n_feasible=len(feasible), n_considered=len(rows))
+
+
+def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: int, *, qat_steps: int = 0) -> torch.nn.Module:
+    """Train ``candidate`` again exactly as :func:`nas.search.objective.evaluate_candidate` does.
+
+    Build (vocabulary trimmed, teacher weights inherited), pretrain, distil for ``steps``, compress with the
+    candidate's recipe: the same calls in the same order with the same seeds, so with the trial's ``steps``
+    the weights match the trial's. This mirrors ``evaluate_candidate`` up to its "evaluate" step and must
+    follow it when it changes; tests/test_select.py fails when the rebuilt accuracy differs from the trial's.
+
+    Args:
+        candidate: The trial's candidate.
+        ctx: The campaign's context (from :func:`nas.search.campaign.build_context`).
+        seed: The trial's seed (``config.seed + trial.number``).
+        steps: Distillation steps; ≥ 0.
+        qat_steps: Quantization-aware fine-tuning steps for a quantized recipe that has none (finalize only).
+
+    Returns:
+        The compressed student in eval mode.
+    """
+    import torch
+
+    from nas.compress.pipeline import compress_model
+    from nas.models.student import build_student
+    from nas.models.vocab import most_frequent_tokens
+    from nas.pretrain import pretrain
+    from nas.search.objective import _teacher_model, _teacher_state
+    from nas.train import distil
+
+    torch.set_num_threads(ctx.threads)
+    torch.manual_seed(seed)
+    arch, learn = candidate.architecture, candidate.distill
+    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
+    kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
+    model = build_student(
+        candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
+        teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
+        max_positions=max(ctx.train.input_ids.shape[1], ctx.latency.seq_len),
+    )
+    needs_teacher = learn.hidden_weight > 0 or learn.attention_weight > 0 or (
+        candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher")
+    teacher = _teacher_model(ctx.teacher_dir) if needs_teacher else None
+    settings = dataclasses.replace(ctx.train_settings, seed=seed, steps=steps)
+    pretrain(model, ctx.train.input_ids, ctx.train.attention_mask, candidate.pretrain, settings, teacher=teacher)
+    distil(model, ctx.train, ctx.teacher_logits, settings, alpha=learn.alpha, temperature=learn.temperature,
+           teacher=teacher, hidden_weight=learn.hidden_weight, attention_weight=learn.attention_weight)
+
+    recipe = candidate.compression
+    if qat_steps and recipe.weight_bits < 16 and not recipe.qat_steps:
+        recipe = dataclasses.replace(recipe, qat_steps=qat_steps)
+    recovery_calls = []
+
+    def recover(model: torch.nn.Module, steps: int, masks: dict[str, torch.Tensor]) -> None:
+        recovery_calls.append(steps)
+        recovery = dataclasses.replace(settings, steps=steps, seed=seed + 1000 * len(recovery_calls))
+        distil(model, ctx.train, ctx.teacher_logits, recovery, alpha=candidate.distill_alpha,
+               temperature=candidate.distill_temperature, masks=masks)
+
+    calibration = [
+        {"input_ids": ctx.train.input_ids[i : i + 32], "attention_mask": ctx.train.attention_mask[i : i + 32],
+         "labels": ctx.train.labels[i : i + 32]}
+        for i in range(0, min(len(ctx.train), 128), 32)
+    ]
+    compress_model(model, recipe, calibration_batches=calibration, recover=recover,
+                   recovery_steps=settings.steps // 4 if recipe.prune_rate > 0 else 0)
+    return model.eval()
+
+
+@dataclass
+class SelectionResult:
+    """What ``nas select`` produced."""
+
+    choice: Choice
+    export_dir: Path
+    files: dict[str, str]  # kind → path
+    validation_accuracy: float  # of the rebuilt (or finalized) student
+    test_accuracy: float
+    steps: int
+    finalized: bool
+    registered: dict[str, str] = field(default_factory=dict)  # model name, version, run id
+    notes: list[str] = field(default_factory=list)
+    model: Any = None  # the exported torch student (eval mode)
+
+
+def select_model(
+    campaign_dir: str | Path,
+    criteria: SelectionCriteria,
+    *,
+    export_dir: str | Path | None = None,
+    finalize: bool = False,
+    finalize_steps: int | None = None,
+    tracking_uri: str | None = None,
+    out: Output | None = None,
+) -> SelectionResult:
+    """Choose, rebuild, test, export and register the model for one profile.
+
+    Args:
+        campaign_dir: The campaign folder.
+        criteria: Profile and limits.
+        export_dir: Where to write the exports; default ``<campaign>/selected/<profile>``.
+        finalize: Retrain with ``finalize_steps`` (and QAT when quantized) instead of the search budget.
+        finalize_steps: Distillation steps when finalizing; default ``FINALIZE_FACTOR`` × the search budget.
+        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI`` or the campaign's SQLite store.
+        out: Where messages go.
+
+    Returns:
+        The choice, accuracies, exported files and the registered model version.
+
+    Raises:
+        NasUserError: For a bad campaign, profile or limits, or when nothing meets the limits.
+    """
+    from nas.candidate import Candidate
+    from nas.export import export_all
+    from nas.hardware.profiles import load_profile
+    from nas.search.campaign import build_context, load_study
+    from nas.tracking import default_tracking_uri, register_selection
+    from nas.train import accuracy
+
+    out = out or Output()
+    study, config = load_study(campaign_dir)
+    choice = choose_trial(study, config, criteria)
+    for reason in choice.reasons:
+        out.info(reason)
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == choice.trial)
+    search_steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
+    if finalize_steps is not None and not finalize:
+        raise NasUserError("--finalize-steps only applies with --finalize; add --finalize or drop --finalize-steps.")
+    steps = (finalize_steps or FINALIZE_FACTOR * search_steps) if finalize else search_steps
+
+    ctx = build_context(config, Output(quiet=True))
+    candidate = Candidate.from_dict(choice.candidate)
+    started = time.perf_counter()
+    out.info(f"{'finalizing' if finalize else 'rebuilding'} trial {choice.trial} ({steps} distillation steps)")
+    model = rebuild_student(candidate, ctx, config.seed + choice.trial, steps,
+                            qat_steps=int(QAT_SHARE * steps) if finalize else 0)
+    train_s = time.perf_counter() - started
+    validation_accuracy = accuracy(model, ctx.validation)
+    notes = []
+    recorded = choice.metrics["accuracy"]
+    if not finalize and abs(validation_accuracy - recorded) > 1e-6:
+        notes.append(f"rebuilt validation accuracy {validation_accuracy:.4f} differs from the trial's {recorded:.4f}")
+        warnings.warn(
+            f"trial {choice.trial} rebuilt to validation accuracy {validation_accuracy:.4f}, not the recorded {recorded:.4f}: "
+            "nas.select.rebuild_student has drifted from nas.search.objective.evaluate_candidate (or thread counts differ).",
+            RuntimeWarning, stacklevel=2,
+        )
+    test = _test_split(config)
+    test_accuracy = accuracy(model, test)
+    out.info(f"validation accuracy {validation_accuracy:.4f}, test accuracy {test_accuracy:.4f} ({len(test)} held-out sentences)")
+
+    root = Path(campaign_dir)
+    export_dir = Path(export_dir) if export_dir else root / "selected" / criteria.profile
+    tracking_uri = tracking_uri or default_tracking_uri(root)
+    trial_run_id = _trial_run_id(tracking_uri, config, choice.trial)
+    card = {
+        "campaign": config.name, "campaign_dir": str(root.resolve()), "profile": criteria.profile, "trial": choice.trial,
+        "criteria": dataclasses.asdict(criteria), "reasons": choice.reasons, "candidate": choice.candidate,
+        "validation_accuracy": validation_accuracy, "search_validation_accuracy": recorded, "test_accuracy": test_accuracy,
+        "test_size": len(test), "steps": steps, "search_steps": search_steps, "finalized": finalize, "train_s": train_s,
+        "latency": choice.latency, "reference_latency": choice.metrics.get("reference_latency", {}),
+        "size_bytes": choice.metrics.get("size_bytes"), "num_params": choice.metrics.get("num_params"),
+        "peak_mem_mib": _peak_memory(choice.metrics, criteria.profile),
+        "mlflow": {"tracking_uri": tracking_uri, "campaign_run_id": study.user_attrs.get("mlflow_parent_run_id"), "trial_run_id": trial_run_id},
+    }
+    files = export_all(model, load_profile(criteria.profile), export_dir, card, seq_len=config.max_seq_len, out=out)
+    registered = register_selection(
+        tracking_uri, f"lightnas/{config.name}", export_dir, model_name=f"lightnas-{config.name}-{criteria.profile}",
+        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+        metrics={"validation_accuracy": validation_accuracy, "test_accuracy": test_accuracy, f"latency_ms.{criteria.profile}": choice.latency["median_ms"]},
+        tags={"lightnas.trial": str(choice.trial), "lightnas.profile": criteria.profile, "lightnas.finalized": str(finalize).lower(),
+              "lightnas.trial_run_id": trial_run_id or "", "lightnas.candidate": json.dumps(choice.candidate)[:5000]},
+    )
+    return SelectionResult(choice=choice, export_dir=export_dir, files=files, validation_accuracy=validation_accuracy,
+                           test_accuracy=test_accuracy, steps=steps, finalized=finalize, registered=registered, notes=notes,
+                           model=model)
+
+
+def _test_split(config: CampaignConfig) -> Any:
+    """The campaign task's held-out ``test`` split, tokenised like the others."""
+    from nas.data.loaders import load_task
+    from nas.data.tokenize import tokenize_task
+    from nas.models.teacher import load_tokenizer
+
+    task = load_task(config.task)
+    if "test" not in task.splits:
+        raise NasUserError(f"the task of campaign {config.name} has no test split; add one to its task section to select a model.")
+    return tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)["test"]
+
+
+def _trial_run_id(tracking_uri: str, config: CampaignConfig, number: int) -> str | None:
+    from nas.tracking import find_trial_run
+
+    return find_trial_run(tracking_uri, f"lightnas/{config.name}", number)
+
+
+def _peak_memory(metrics: dict[str, Any], profile: str) -> float | None:
+    from nas.report.pareto import peak_memory_mib
+
+    return peak_memory_mib(metrics, profile)

@@ -1,0 +1,201 @@
+"""The catalogue of user mistakes: each gets one clear line on stderr and exit code 1 (2 for CLI usage).
+
+Table-driven: every case writes its inputs into a fresh folder, runs the ``nas`` entry point in this
+process (``nas.cli.main``, exactly what the console script runs), and checks the exit code, that the
+message names the problem, and that no traceback escaped. ``pytest -m bad_input`` runs only these.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import small_campaign_dict
+
+pytestmark = pytest.mark.bad_input
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], list[str]]  # writes files under the folder, returns the CLI arguments
+    message: str  # must appear in stderr
+    code: int = 1
+
+
+def _campaign(tmp: Path, **overrides) -> list[str]:
+    path = tmp / "campaign.yaml"
+    path.write_text(yaml.safe_dump(small_campaign_dict(**overrides)))
+    return ["search", "--config", str(path), "--out", str(tmp / "out"), "--quiet"]
+
+
+def _raw_campaign(text: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "campaign.yaml").write_text(text)
+        return ["search", "--config", str(tmp / "campaign.yaml"), "--out", str(tmp / "out"), "--quiet"]
+
+    return setup
+
+
+def _with_file(name: str, content: str | bytes, **overrides) -> Callable[[Path], list[str]]:
+    """A campaign whose task reads ``name`` (written with ``content``) as its train split."""
+
+    def setup(tmp: Path) -> list[str]:
+        data = tmp / "data"
+        data.mkdir()
+        target = data / name
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return _campaign(tmp, task={"source": str(target), "validation_fraction": 0.5}, **overrides)
+
+    return setup
+
+
+def _space(text: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "space.yaml").write_text(text)
+        return _campaign(tmp, space=str(tmp / "space.yaml"))
+
+    return setup
+
+
+def _profile(text: str, name: str = "board") -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / f"{name}.yaml").write_text(text)
+        return ["profiles", "show", str(tmp / f"{name}.yaml")]
+
+    return setup
+
+
+def _unwritable(tmp: Path) -> list[str]:
+    blocker = tmp / "a-file"
+    blocker.write_text("not a folder")  # works as root too, unlike chmod
+    return _campaign(tmp)[:-3] + ["--out", str(blocker / "campaign"), "--quiet"]
+
+
+def _resume_changed_space(tmp: Path) -> list[str]:
+    import optuna
+
+    from nas.search.campaign import CampaignPaths
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = tmp / "space.yaml"
+    space.write_text((Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text())
+    folder = tmp / "camp"
+    folder.mkdir()
+    config = small_campaign_dict(space=str(space))
+    (folder / "campaign.yaml").write_text(yaml.safe_dump(config))
+    study = optuna.create_study(study_name="test", storage=CampaignPaths(folder).storage_url,
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("space_fingerprint", "0123456789abcdef")  # recorded by an earlier version of the space
+    return ["resume", str(folder), "--quiet"]
+
+
+def _no_campaign(command: str) -> Callable[[Path], list[str]]:
+    return lambda tmp: [command, str(tmp)]
+
+
+GOOD_SPACE = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
+
+CASES = [
+    # campaign files
+    Case("missing campaign file", lambda t: ["search", "--config", str(t / "nope.yaml")], "file not found"),
+    Case("YAML syntax error", _raw_campaign("n_trials: [\n"), "YAML syntax error at line"),
+    Case("unknown key with typo", _raw_campaign("n_trails: 3\n"), "did you mean 'n_trials'?"),
+    Case("wrong type", _raw_campaign("n_trials: many\n"), "n_trials = 'many' is invalid"),
+    Case("negative budget", _raw_campaign("n_trials: -1\n"), "n_trials = -1 is invalid"),
+    Case("negative training steps", _raw_campaign("fidelity: {steps: -5}\n"), "fidelity.steps = -5 is invalid"),
+    Case("sequence length 0", _raw_campaign("max_seq_len: 0\n"), "max_seq_len = 0 is invalid"),
+    Case("unknown sampler", _raw_campaign("sampler: cmaes\n"), "sampler = 'cmaes' is invalid"),
+    Case("unknown objective metric", _raw_campaign("objectives: [{metric: speed, direction: minimize}]\n"), "speed"),
+    Case("objective on a profile not in the campaign",
+         _raw_campaign("objectives: [{metric: latency_ms, profile: pixel, direction: minimize}]\n"), "profile 'pixel'"),
+    Case("constraint with both bounds", _raw_campaign("constraints: [{metric: size_bytes, max: 1, min: 0}]\n"),
+         "exactly one of 'max' or 'min'"),
+    Case("successive halving bounds reversed", _raw_campaign("fidelity: {steps: 50, min_steps: 80}\n"),
+         "min_steps (80) must be below steps (50)"),
+    Case("unknown profile", lambda t: _campaign(t, profiles=["pixel-99"]), "pixel-99"),
+    Case("unknown search space", lambda t: _campaign(t, space="huge"), "huge"),
+    Case("teacher path that is not a model", lambda t: _campaign(t, teacher={"model": str(t)}),
+         "not a Hugging Face model folder"),
+    Case("campaign folder not writable", _unwritable, "cannot write the campaign folder"),
+    Case("resuming a campaign whose space changed", _resume_changed_space, "changed since this campaign started"),
+    Case("status of a folder without a campaign", _no_campaign("status"), "no campaign here"),
+    Case("resume of a folder without a campaign", _no_campaign("resume"), "no campaign here"),
+    Case("Ray address that does not answer",
+         lambda t: _campaign(t) + ["--ray-address", "127.0.0.1:1"], "no Ray cluster answered"),
+    # search spaces
+    Case("empty search space", _space("name: empty\n"), "space"),
+    Case("contradictory bounds in a space",
+         _space(GOOD_SPACE.replace("n_layers: {type: int, low: 1, high: 4}", "n_layers: {type: int, low: 5, high: 2}")),
+         "n_layers"),
+    Case("misspelt key in a space", _space(GOOD_SPACE.replace("hidden_size:", "hiden_size:", 1)), "hidden_size"),
+    # hardware profiles
+    Case("profile with an unparseable TVM target",
+         _profile("name: board\nhw_class: cpu\ntarget: {kind: llvm, mtriple: not-a-triple!!, mcpu: nonsense}\n"
+                  "cores: 1\nlatency: {method: estimate}\n"), "target"),
+    Case("MCU profile without memory limits",
+         _profile("name: board\nhw_class: mcu\ntarget: {kind: c}\ncores: 1\nlatency: {method: estimate}\n"
+                  "peak: {clock_mhz: 64, int8_macs_per_cycle: 2.0, fp32_macs_per_cycle: 1.0}\n"), "memory"),
+    Case("unknown profile shown", lambda t: ["profiles", "show", "pixel-99"], "pixel-99"),
+    Case("remote RPC tracker without the explicit flag",
+         _profile("name: board\nhw_class: sbc\ntarget: {kind: llvm, mtriple: aarch64-linux-gnu, mcpu: cortex-a72}\n"
+                  "cores: 4\nlatency: {method: rpc, rpc_host: 10.0.0.7, rpc_port: 9190, rpc_key: pi}\n"
+                  "peak: {clock_mhz: 1500, int8_macs_per_cycle: 16, fp32_macs_per_cycle: 8}\n"), "allow_remote: true"),
+    # data
+    Case("data file that does not exist", lambda t: _campaign(t, task={"source": str(t / "none.tsv")}), "not found"),
+    Case("data file without a label column", _with_file("train.tsv", "sentence\tstars\ngood\t1\nbad\t0\n"), "label"),
+    Case("labels that are not integers", _with_file("train.tsv", "sentence\tlabel\ngood\tyes\nbad\tno\n"), "label"),
+    Case("empty dataset", _with_file("train.tsv", "sentence\tlabel\n"), "no data rows"),
+    Case("single-class dataset", _with_file("train.tsv", "sentence\tlabel\n" + "good\t1\n" * 8), "class"),
+    Case("non-UTF-8 text", _with_file("train.tsv", b"sentence\tlabel\ncaf\xe9\t1\nbad\t0\n"), "not UTF-8"),
+    # the command line itself
+    Case("bad option value", lambda t: ["search", "--n-trials", "zero"], "Invalid value", code=2),
+    Case("unknown command", lambda t: ["serch"], "No such command", code=2),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_stale_log_handlers():
+    # Optuna's default handler keeps the stderr of the test that first logged; capsys closes it later.
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    yield
+    optuna.logging.enable_default_handler()
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str]:
+    from nas import cli
+
+    argv = sys.argv
+    sys.argv = ["nas", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_one_clear_line(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("NAS_DEBUG", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = case.setup(tmp_path)
+    code, err = _run_cli(args, capsys)
+    assert code == case.code, err
+    assert case.message in err, err
+    assert "Traceback" not in err
+    if case.code == 1:
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one line, got: {err}"
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CASES) >= 25

@@ -1,0 +1,210 @@
+"""``nas bench``: a saved teacher and a saved student benched on host, a phone and an MCU, with figures checked
+against independent formulas; plus the one-line errors for a non-model, an unknown profile and an
+architecture TVM cannot take.
+
+The two benches (teacher through the CLI with ``--json``, student through the library) take about a
+minute on 2 shared cores at 16 tokens; the error cases run the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tvm")
+
+PROFILES = ["host", "phone-flagship", "mcu-m4"]
+SEQ_LEN = 16
+STUDENT = dict(n_layers=1, hidden_size=64, n_heads=2, ffn_size=128)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """The packaged teacher with a 2-way head plus its tokenizer, and a tiny student, saved as HF folders."""
+    from nas.candidate import Candidate
+    from nas.models.student import build_student
+    from nas.models.teacher import load_teacher, load_tokenizer
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("bench-models")
+    torch.manual_seed(0)
+    load_teacher(2).save_pretrained(root / "teacher")
+    load_tokenizer().save_pretrained(root / "teacher")
+    build_student(Candidate(**STUDENT), num_labels=2).save_pretrained(root / "student")
+    return {"teacher": root / "teacher", "student": root / "student", "root": root}
+
+
+@pytest.fixture(scope="module")
+def teacher_bench(saved_models):
+    """The teacher benched through the CLI (in-process) with --json: the parsed JSON."""
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    uri = f"sqlite:///{saved_models['root'] / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["bench", str(saved_models["teacher"]), "--profiles", ",".join(PROFILES),
+                                      "--seq-len", str(SEQ_LEN), "--repeats", "3", "--json", "--tracking-uri", uri])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout), uri
+
+
+def _linear_flops(rows: int, n_in: int, n_out: int) -> int:
+    """A linear layer as TVM counts it: 2 FLOPs per multiply-add plus the fused bias add."""
+    return 2 * rows * n_in * n_out + rows * n_out
+
+
+def _bert_matmul_flops(n_layers: int, h: int, ffn: int, seq_len: int, num_labels: int) -> int:
+    per_layer = 4 * _linear_flops(seq_len, h, h) + _linear_flops(seq_len, h, ffn) + _linear_flops(seq_len, ffn, h)
+    attention = 2 * (2 * seq_len * seq_len * h)  # scores Q·Kᵀ and context P·V over all heads
+    return n_layers * (per_layer + attention) + _linear_flops(1, h, h) + _linear_flops(1, h, num_labels)
+
+
+def test_teacher_figures_match_the_formulas(teacher_bench):
+    bench, _ = teacher_bench
+    h, ffn, layers, vocab, positions, types = 384, 1536, 6, 30522, 512, 2  # all-MiniLM-L6-v2
+    assert bench["architecture"] == "BertForSequenceClassification"
+    assert bench["matmul_flops"] == _bert_matmul_flops(layers, h, ffn, SEQ_LEN, 2)
+    # norms, softmax, GELU and the mask add are the rest; they are a small share of a BERT's FLOPs
+    assert bench["matmul_flops"] < bench["flops"] < 1.05 * bench["matmul_flops"]
+    layer_params = 4 * (h * h + h) + (h * ffn + ffn) + (ffn * h + h) + 2 * 2 * h
+    expected_params = (vocab + positions + types) * h + 2 * h + layers * layer_params + (h * h + h) + (2 * h + 2)
+    assert bench["num_params"] == expected_params
+    assert bench["stored_size_bytes"] == 4 * expected_params  # fp32, no quantization
+    # the activations at batch 1 are far smaller than the weights: a few (L, ffn) fp32 tensors at most
+    assert 4 * SEQ_LEN * ffn <= bench["peak_activation_bytes"] <= 8 * 4 * SEQ_LEN * ffn
+
+
+def test_teacher_latency_labels_and_fit(teacher_bench):
+    from nas.hardware.profiles import load_profile
+
+    bench, _ = teacher_bench
+    rows = {p["profile"]: p for p in bench["profiles"]}
+    assert list(rows) == PROFILES
+    host, phone, mcu = (rows[name]["latency"] for name in PROFILES)
+    assert host["is_measured"] and host["backend"] == "tvm" and host["repeats"] == 3 and not host["is_tuned"]
+    assert host["min_ms"] <= host["median_ms"] <= host["max_ms"] and host["median_ms"] > 0
+    assert not phone["is_measured"] and phone["backend"] == "predictor" and phone["median_ms"] > 0
+    assert not mcu["is_measured"] and mcu["backend"] == "mcu-estimate"
+    assert "measured" in rows["host"]["latency_label"] and "estimated" in rows["mcu-m4"]["latency_label"]
+    # the MCU figure is the table's FLOPs at the profile's fp32 MAC rate (MACs = FLOPs / 2)
+    peak = load_profile("mcu-m4").peak
+    assert mcu["median_ms"] == pytest.approx(bench["flops"] / 2 / (peak.fp32_macs_per_cycle * peak.clock_mhz * 1e6) * 1e3)
+    assert rows["host"]["feasibility"]["is_feasible"] and rows["phone-flagship"]["feasibility"]["is_feasible"]
+    mcu_fit = rows["mcu-m4"]["feasibility"]
+    assert not mcu_fit["is_feasible"] and any("flash" in r for r in mcu_fit["reasons"])
+    # flash: the weights the compiled graph keeps (TVM folds away unused position rows) plus the Thumb code
+    assert mcu_fit["flash_bytes"] > mcu_fit["flash_limit_bytes"] == 1024 * 1024
+    assert mcu_fit["flash_bytes"] == pytest.approx(bench["stored_size_bytes"] + mcu_fit["code_bytes"], rel=0.02)
+    assert mcu_fit["code_measured"]  # the Thumb build really ran
+    for name in ("torch", "onnxruntime"):
+        ref = bench["reference"][name]
+        assert ref["is_measured"] and ref["profile"] == "host" and ref["median_ms"] > 0
+
+
+def test_teacher_bench_is_logged_to_mlflow(teacher_bench):
+    from mlflow.tracking import MlflowClient
+
+    bench, uri = teacher_bench
+    run = MlflowClient(uri).get_run(bench["run_id"])
+    assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "bench"
+    assert run.data.metrics["mcu-m4.fits"] == 0.0 and run.data.metrics["host.fits"] == 1.0
+    assert run.data.metrics["host.latency_ms"] == pytest.approx(bench["profiles"][0]["latency"]["median_ms"])
+    assert run.data.params["seq_len"] == str(SEQ_LEN)
+
+
+def test_student_bench_and_table(saved_models, tmp_path):
+    from rich.console import Console
+
+    from nas.bench import run_bench
+    from nas.candidate import Candidate
+    from nas.cli import _bench_table
+    from nas.models.student import count_flops, count_params
+
+    arch = Candidate(**STUDENT).architecture
+    result = run_bench(saved_models["student"], PROFILES, seq_len=SEQ_LEN, repeats=3,
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.architecture == "StudentForSequenceClassification"
+    assert result.num_params == count_params(arch, 2)
+    assert result.matmul_flops == _bert_matmul_flops(1, 64, 128, SEQ_LEN, 2)
+    bias_adds = SEQ_LEN * (4 * 64 + 128 + 64) + 64 + 2
+    assert result.matmul_flops - bias_adds == count_flops(arch, SEQ_LEN, 2)  # the search's own formula
+    assert [p.latency.is_measured for p in result.profiles] == [True, False, False]
+    assert [p.feasibility.is_feasible for p in result.profiles] == [True, True, False]  # 30522 x 64 embeddings ≈ 7.8 MB
+
+    console = Console(width=200, record=True)
+    console.print(_bench_table(result))
+    lines = console.export_text().splitlines()
+    row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in PROFILES}
+    assert "measured" in row["host"] and "untuned tvm" in lines[lines.index(row["host"]) + 1]
+    assert "estimated" in row["phone-flagship"] and "estimated" in row["mcu-m4"]
+    assert "no" in row["mcu-m4"].split("│")[-2] and "yes" in row["host"].split("│")[-2]
+    assert any(line.startswith("mcu-m4 does not fit: needs") for line in lines)  # the reason, in the caption
+
+
+def test_onnx_file_gives_the_same_figures(saved_models, tmp_path):
+    """The student exported to ONNX goes through TVM's ONNX frontend and ONNX Runtime: same graph figures."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nas.bench import _LogitsOnly, run_bench
+    from nas.candidate import Candidate
+    from nas.hardware.measure import _export_onnx
+    from nas.models.student import count_params, register_with_auto_classes
+
+    register_with_auto_classes()
+    model = _LogitsOnly.wrap(AutoModelForSequenceClassification.from_pretrained(saved_models["student"]).eval())
+    ids = torch.randint(0, 100, (1, SEQ_LEN))
+    _export_onnx(model, (ids, torch.ones_like(ids)), tmp_path / "student.onnx")
+    result = run_bench(tmp_path / "student.onnx", ["host"], seq_len=SEQ_LEN, repeats=2,
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.kind == "onnx"
+    # the ONNX graph fuses other epilogues into its matmul kernels, so only bounds hold exactly here
+    formula = _bert_matmul_flops(1, 64, 128, SEQ_LEN, 2)
+    assert formula <= result.matmul_flops <= result.flops <= 1.06 * formula
+    # the exporter folds a few small constants: the file's initializers hold slightly fewer numbers
+    assert result.num_params == pytest.approx(count_params(Candidate(**STUDENT).architecture, 2), rel=1e-3)
+    host = result.profiles[0].latency
+    assert host.is_measured and host.backend == "tvm" and host.repeats == 2
+    assert set(result.reference) == {"onnxruntime"} and result.reference["onnxruntime"].is_measured
+
+
+# --- errors: one red line, exit 1 ---------------------------------------------------------------------
+
+
+def _nas(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "nas.cli", "bench", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def _det_onnx(path):
+    """A one-node ONNX model with Det, an operator TVM's ONNX frontend has no converter for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "text_file", "missing", "unknown_profile", "unsupported_onnx"])
+def test_bench_errors_are_one_line(tmp_path, case):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    args, message = {
+        "empty_folder": ([str(tmp_path / "empty")], "is not a model: expected a Hugging Face folder with config.json"),
+        "text_file": ([str(tmp_path / "notes.txt")], "is not a model"),
+        "missing": ([str(tmp_path / "nope")], "no such file or folder"),
+        "unknown_profile": ([str(tmp_path / "empty"), "--profiles", "host,pixel-7"], "unknown hardware profile 'pixel-7'"),
+        "unsupported_onnx": ([str(_det_onnx(tmp_path / "det.onnx")), "--profiles", "host"],
+                             "TVM cannot compile this architecture: no converter for Det"),
+    }[case]
+    proc = _nas(*args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""

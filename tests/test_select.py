@@ -1,0 +1,142 @@
+"""``nas select``: the choice under limits, the rebuild, and exports that round-trip (HF, ONNX, TVM)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.errors import NasUserError
+from nas.select import SelectionCriteria, choose_trial
+
+
+def _latency(ms: float) -> dict:
+    return {"profile": "host", "backend": "tvm", "median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "max_ms": ms,
+            "repeats": 3, "number": 1, "threads": 1, "is_measured": True, "is_tuned": False, "target": "", "note": ""}
+
+
+@pytest.fixture
+def study_and_config():
+    from nas.config import CampaignConfig
+
+    config = CampaignConfig(name="toy")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # (accuracy, latency ms, size bytes); trial 3 is infeasible under the campaign's own constraints
+    for i, (acc, ms, size, feasible) in enumerate([(0.90, 10.0, 400_000, True), (0.85, 4.0, 200_000, True),
+                                                   (0.85, 3.0, 300_000, True), (0.99, 1.0, 100_000, False)]):
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, ms], user_attrs={"candidate": {"n_layers": i + 1}, "feasible": feasible,
+                                          "metrics": {"accuracy": acc, "latency": {"host": _latency(ms)}, "size_bytes": size}}))
+    return study, config
+
+
+def test_choice_is_most_accurate_within_limits(study_and_config):
+    study, config = study_and_config
+    assert choose_trial(study, config, SelectionCriteria("host")).trial == 0
+    choice = choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5))
+    assert choice.trial == 2  # ties with trial 1 on accuracy, faster
+    assert "2 of 3 complete feasible trials meet latency ≤ 5 ms" in choice.reasons[0]
+    assert "Chose trial 2" in choice.reasons[1]
+    assert choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5, max_size_kb=250)).trial == 1
+
+
+def test_nothing_fits_names_the_closest_trial(study_and_config):
+    study, config = study_and_config
+    with pytest.raises(NasUserError, match=r"the closest is trial 1 \(accuracy 0\.8500, 4\.000 ms .*relax --min-accuracy"):
+        choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5, min_accuracy=0.95))
+    with pytest.raises(NasUserError, match="choose one of host"):
+        choose_trial(study, config, SelectionCriteria("pixel"))
+    with pytest.raises(NasUserError, match="a share, not a percentage"):
+        SelectionCriteria("host", min_accuracy=80)
+
+
+@pytest.fixture(scope="module")
+def selection(small_campaign, tmp_path_factory):
+    from nas.output import Output
+    from nas.select import select_model
+
+    export_dir = tmp_path_factory.mktemp("selected")
+    return small_campaign, select_model(small_campaign, SelectionCriteria("host"), export_dir=export_dir, out=Output(quiet=True))
+
+
+def _dev_sentences(campaign, n=100):
+    from nas.search.campaign import load_study
+    from nas.select import _test_split
+
+    _, config = load_study(campaign)
+    test = _test_split(config)
+    return test.input_ids[:n], test.attention_mask[:n]
+
+
+@pytest.mark.slow
+def test_selection_rebuilds_the_trial_and_registers_it(selection):
+    from mlflow.tracking import MlflowClient
+
+    from nas.search.campaign import load_study
+    from nas.tracking import default_tracking_uri
+
+    folder, result = selection
+    study, _ = load_study(folder)
+    best = max((t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.values[0])
+    assert result.choice.trial == best.number
+    # the rebuild trains exactly what the trial trained: same validation accuracy
+    assert result.validation_accuracy == pytest.approx(best.user_attrs["metrics"]["accuracy"], abs=1e-6), result.notes
+    assert 0.0 <= result.test_accuracy <= 1.0
+    card = (result.export_dir / "MODEL_CARD.md").read_text()
+    lat = result.choice.latency
+    provenance = f"{lat['median_ms']:.3f} ms median ({'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'}"
+    assert lat == best.user_attrs["metrics"]["latency"]["host"]
+    for fact in (f"trial {best.number}", f"{result.test_accuracy:.4f}", provenance, study.user_attrs["mlflow_parent_run_id"]):
+        assert fact in card
+    client = MlflowClient(default_tracking_uri(folder))
+    version = client.get_model_version(result.registered["model_name"], result.registered["version"])
+    assert version.run_id == result.registered["run_id"] and version.tags["lightnas.trial"] == str(best.number)
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "model")}
+    assert {"model/MODEL_CARD.md", "model/model.onnx", "model/hf", "model/tvm"} <= artifacts
+
+
+@pytest.mark.slow
+def test_exports_give_the_students_predictions(selection):
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from nas.export import load_tvm
+
+    folder, result = selection
+    ids, mask = _dev_sentences(folder)
+    assert len(ids) == 100
+    with torch.inference_mode():
+        expected = result.model(ids, mask).numpy()
+
+    hf = AutoModelForSequenceClassification.from_pretrained(result.files["huggingface"]).eval()
+    with torch.inference_mode():
+        np.testing.assert_allclose(hf(ids, mask).numpy(), expected, atol=1e-5)
+
+    session = ort.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
+    onnx_logits = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    np.testing.assert_allclose(onnx_logits, expected, atol=1e-4)
+
+    vm = load_tvm(result.files["tvm"])
+    tvm_logits = np.concatenate([vm["main"](*(_tvm(x[None]) for x in (i, m))).numpy() for i, m in zip(ids, mask)])
+    np.testing.assert_allclose(tvm_logits, expected, atol=1e-4)
+    assert (tvm_logits.argmax(-1) == expected.argmax(-1)).all()
+
+
+def _tvm(x):
+    import tvm
+
+    return tvm.runtime.tensor(x.numpy(), tvm.cpu())
+
+
+@pytest.mark.slow
+def test_select_cli_error_is_one_line(selection):
+    folder, _ = selection
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "select", str(folder), "--profile", "host", "--max-latency-ms", "0.0001"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "the closest is trial" in lines[0] and "relax --max-latency-ms" in lines[0], proc.stderr
