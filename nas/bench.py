@@ -253,26 +253,23 @@ def load_model(model_path: str | Path, *, seq_len: int, batch: int, weight_bits:
                        f"or an .onnx file.")
 
 
-class _LogitsOnly:
-    """Make a Hugging Face model return one tensor (TVM's importer takes single-output models)."""
+def single_output(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` wrapped to return one tensor, as TVM's importer needs: logits ``(B, C)`` of a classifier,
+    the last hidden state ``(B, L, H)`` of a plain encoder; lightnas students already return logits."""
+    import torch
 
-    @staticmethod
-    def wrap(model: torch.nn.Module) -> torch.nn.Module:
-        import torch
+    class SingleOutput(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
 
-        class LogitsOnly(torch.nn.Module):
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            output = self.inner(input_ids=input_ids, attention_mask=attention_mask)
+            if isinstance(output, torch.Tensor):
+                return output
+            return output.logits if hasattr(output, "logits") else output.last_hidden_state
 
-            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-                output = self.inner(input_ids=input_ids, attention_mask=attention_mask)
-                if isinstance(output, torch.Tensor):
-                    return output  # lightnas students return logits already
-                # (B, C) logits of a classifier; (B, L, H) last hidden state of a plain encoder
-                return output.logits if hasattr(output, "logits") else output.last_hidden_state
-
-        return LogitsOnly(model)
+    return SingleOutput(model)
 
 
 def _load_huggingface(path: Path, seq_len: int, batch: int, weight_bits: int, on_import) -> LoadedModel:
@@ -309,11 +306,11 @@ def _load_huggingface(path: Path, seq_len: int, batch: int, weight_bits: int, on
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(0, vocab_size, (batch, seq_len), generator=generator)  # (B, L)
     inputs = (input_ids, torch.ones_like(input_ids))
-    wrapped = _LogitsOnly.wrap(model)
+    wrapped = single_output(model)
     if on_import:
         on_import()
     prepared = _prepare_torch(wrapped, inputs, path)
-    prepared_batch1 = prepared if batch == 1 else _prepare_torch(_LogitsOnly.wrap(model), tuple(x[:1] for x in inputs), path)
+    prepared_batch1 = prepared if batch == 1 else _prepare_torch(single_output(model), tuple(x[:1] for x in inputs), path)
     return LoadedModel("huggingface", type(model).__name__, prepared, prepared_batch1, inputs, num_params, size_bytes,
                        torch_model=wrapped)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +69,11 @@ def export_onnx(model: torch.nn.Module, seq_len: int, path: Path) -> Path:
         lg.setLevel(logging.ERROR)
     model.eval()
     try:
-        torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
+        with warnings.catch_warnings():  # "axis name batch will not be used ...": both inputs share it, as meant
+            warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
+            torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
     finally:
         for lg, level in zip(loggers, old_levels):
             lg.setLevel(level)
@@ -98,13 +101,17 @@ def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, p
     cross = getattr(profile, "cross_compiler", None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from nas.hardware.compile import quiet_native_stderr
+
     if profile.latency.method == "local":
-        compiled.executable.export_library(str(path))
+        with quiet_native_stderr():  # "Scope Saving:" once per constant: noise
+            compiled.executable.export_library(str(path))
         how = "host compiler"
     elif cross:
         from tvm.contrib import cc
 
-        compiled.executable.export_library(str(path), fcompile=cc.cross_compiler(cross))
+        with quiet_native_stderr():
+            compiled.executable.export_library(str(path), fcompile=cc.cross_compiler(cross))
         how = f"cross-compiled with {cross}"
     else:
         raise NasUserError(

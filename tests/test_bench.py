@@ -145,17 +145,32 @@ def test_student_bench_and_table(saved_models, tmp_path):
     assert any(line.startswith("mcu-m4 does not fit: needs") for line in lines)  # the reason, in the caption
 
 
+def test_int8_is_accounted_at_int8(saved_models, tmp_path):
+    from nas.bench import run_bench
+    from nas.hardware.profiles import load_profile
+
+    result = run_bench(saved_models["student"], ["mcu-m4"], seq_len=SEQ_LEN, quantize="int8",
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fp32_bytes = 4 * result.num_params
+    assert result.weight_bits == 8 and 3.0 < fp32_bytes / result.stored_size_bytes < 4.0  # codes + per-channel scales
+    peak = load_profile("mcu-m4").peak
+    mcu = result.profiles[0]
+    assert mcu.latency.median_ms == pytest.approx(result.flops / 2 / (peak.int8_macs_per_cycle * peak.clock_mhz * 1e6) * 1e3)
+    assert "int8" in mcu.latency.note
+    assert result.reference == {}  # no local profile, no host references
+
+
 def test_onnx_file_gives_the_same_figures(saved_models, tmp_path):
     """The student exported to ONNX goes through TVM's ONNX frontend and ONNX Runtime: same graph figures."""
     from transformers import AutoModelForSequenceClassification
 
-    from nas.bench import _LogitsOnly, run_bench
+    from nas.bench import run_bench, single_output
     from nas.candidate import Candidate
     from nas.hardware.measure import _export_onnx
     from nas.models.student import count_params, register_with_auto_classes
 
     register_with_auto_classes()
-    model = _LogitsOnly.wrap(AutoModelForSequenceClassification.from_pretrained(saved_models["student"]).eval())
+    model = single_output(AutoModelForSequenceClassification.from_pretrained(saved_models["student"]).eval())
     ids = torch.randint(0, 100, (1, SEQ_LEN))
     _export_onnx(model, (ids, torch.ones_like(ids)), tmp_path / "student.onnx")
     result = run_bench(tmp_path / "student.onnx", ["host"], seq_len=SEQ_LEN, repeats=2,

@@ -73,7 +73,10 @@ def export_for_profile(executable: Any, profile: HardwareProfile, path: Path) ->
             f"hardware profile '{profile.name}': cross_compiler '{compiler}' is not installed; on Debian/Ubuntu "
             f"run: apt-get install -y gcc-aarch64-linux-gnu g++-aarch64-linux-gnu"
         )
-    executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
+    from nas.hardware.compile import quiet_native_stderr
+
+    with quiet_native_stderr():  # "Scope Saving:" once per constant: noise
+        executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
     return path
 
 
@@ -92,6 +95,7 @@ def cross_compile(mod: tvm.IRModule, profile: HardwareProfile, out_dir: str | Pa
     from tvm import relax
 
     from nas.errors import NasUserError
+    from nas.hardware.compile import quiet_native_stderr
     from nas.hardware.profiles import tvm_target
 
     start = time.perf_counter()
@@ -100,13 +104,16 @@ def cross_compile(mod: tvm.IRModule, profile: HardwareProfile, out_dir: str | Pa
     folder.mkdir(parents=True, exist_ok=True)
     try:
         target = tvm_target(profile)
-        executable = relax.build(mod, target=target)
+        with quiet_native_stderr():
+            executable = relax.build(mod, target=target)
         if profile.is_mcu:
             path = folder / f"{profile.name}.tar"
-            executable.export_library(str(path))  # a tar of object files: nothing to link without an OS
+            with quiet_native_stderr():
+                executable.export_library(str(path))  # a tar of object files: nothing to link without an OS
             sections = _archive_sections(path)
             c_path = folder / f"{profile.name}-c.tar"
-            relax.build(mod, target=tvm.target.Target({"kind": "c"})).export_library(str(c_path))
+            with quiet_native_stderr():
+                relax.build(mod, target=tvm.target.Target({"kind": "c"})).export_library(str(c_path))
             text = sum(v for k, v in sections.items() if k.startswith("X:"))
             data = sum(v for k, v in sections.items() if k.startswith("A:"))
             return CrossBuild(profile.name, True, str(path) if keep else "", path.stat().st_size, text, data,

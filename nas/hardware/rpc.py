@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
+from nas.hardware.compile import quiet_native_stderr
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -97,7 +98,8 @@ def measure_rpc(
 
     _check_counts(repeats, number, warmup)
     tracker = check_tracker(profile)
-    executable = relax.build(mod, target=tvm_target(profile))
+    with quiet_native_stderr():
+        executable = relax.build(mod, target=tvm_target(profile))
     with tempfile.TemporaryDirectory(prefix="lightnas-rpc-") as tmp:
         path = export_for_profile(executable, profile, Path(tmp) / "model.so")
         remote = tracker.request(profile.latency.rpc_key, priority=1, session_timeout=session_timeout_s, max_retry=2)

@@ -144,7 +144,9 @@ def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMo
     import tvm
     from tvm import relax
 
-    with target:
+    from nas.hardware.compile import quiet_native_stderr
+
+    with target, quiet_native_stderr():  # legalizing each embedding lookup logs a C++ warning: noise
         return tvm.transform.Sequential(
             [
                 relax.transform.DecomposeOpsForInference(),
