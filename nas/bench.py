@@ -123,6 +123,7 @@ class LoadedModel:
     stored_size_bytes: int
     torch_model: Any = None  # the torch module (Hugging Face), for the reference backends
     onnx_path: Path | None = None
+    weight_bits: int | None = None  # the bit-width its weights are stored at, when the model fixes it
 
 
 def run_bench(
@@ -141,7 +142,7 @@ def run_bench(
 
     Args:
         model_path: A Hugging Face model folder (``config.json`` + weights; sequence classification or a
-            plain encoder) or an ``.onnx`` file.
+            plain encoder), an ``.onnx`` file, or ``CAMPAIGN_DIR:TRIAL`` (the trial's student, rebuilt).
         profile_names: Hardware profiles (names or ``.yaml`` paths); at least one.
         seq_len: Tokens per sequence; 1..the model's maximum positions.
         batch: Sequences per run; ≥ 1.
@@ -180,6 +181,7 @@ def run_bench(
 
         loaded = load_model(model_path, seq_len=seq_len, batch=batch, weight_bits=weight_bits,
                             on_import=lambda: next_step("importing into TVM and fusing the graph"))
+        weight_bits = loaded.weight_bits or weight_bits  # a campaign trial comes at its own bit-width
         profile_results = []
         for profile in profiles:
             how = {"local": "building with TVM and timing", "rpc": "building and timing over RPC"}.get(
@@ -234,11 +236,14 @@ def _progress(out: Output | None):
 
 
 def load_model(model_path: str | Path, *, seq_len: int, batch: int, weight_bits: int = 32, on_import=None) -> LoadedModel:
-    """Load a Hugging Face folder or an ONNX file and import it into TVM at the benchmark shapes.
+    """Load a Hugging Face folder, an ONNX file or a campaign trial and import it into TVM at the benchmark shapes.
 
     Raises:
         NasUserError: If the path is not a model, or TVM cannot take it.
     """
+    campaign, sep, number = str(model_path).rpartition(":")
+    if sep and number.isdigit() and (Path(campaign) / "campaign.yaml").is_file():
+        return _load_campaign_trial(Path(campaign), int(number), seq_len, batch, weight_bits, on_import)
     path = Path(model_path)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if weight_bits < 32:
@@ -251,6 +256,24 @@ def load_model(model_path: str | Path, *, seq_len: int, batch: int, weight_bits:
         raise NasUserError(f"{path}: no such file or folder; pass a Hugging Face model folder or an .onnx file.")
     raise NasUserError(f"{path} is not a model: expected a Hugging Face folder with config.json (save_pretrained) "
                        f"or an .onnx file.")
+
+
+def _load_campaign_trial(campaign: Path, number: int, seq_len: int, batch: int, weight_bits: int, on_import) -> LoadedModel:
+    """``CAMPAIGN:TRIAL``: rebuild the trial's compressed student (as ``nas select`` does) and bench it.
+
+    Its weights are already quantized to the trial's bit-width, which is also what its size is counted at
+    unless ``--quantize`` asks for fewer bits.
+    """
+    import tempfile
+
+    from nas.select import rebuild_trial
+
+    model, candidate = rebuild_trial(campaign, number)
+    bits = min(weight_bits, candidate.compression.weight_bits)
+    folder = Path(tempfile.mkdtemp(prefix=f"lightnas-bench-trial{number}-"))
+    model.save_pretrained(folder, safe_serialization=True)
+    loaded = _load_huggingface(folder, seq_len, batch, bits, on_import)
+    return dataclasses.replace(loaded, kind="campaign trial", weight_bits=bits)
 
 
 def single_output(model: torch.nn.Module) -> torch.nn.Module:

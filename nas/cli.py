@@ -339,6 +339,8 @@ Examples:
 
   nas bench model.onnx --profiles host,rpi4 --seq-len 64 --json
 
+  nas bench campaigns/demo:3 --profiles host,mcu-m7           # a campaign trial, rebuilt as it was trained
+
   nas bench path/to/hf-folder --quantize int8 --tune-trials 64
 """
 
@@ -390,7 +392,7 @@ def _bench_table(result):
 
 @app.command(epilog=BENCH_EXAMPLES)
 def bench(
-    model: Annotated[str, typer.Argument(help="A Hugging Face model folder (save_pretrained) or an .onnx file.")],
+    model: Annotated[str, typer.Argument(help="A Hugging Face model folder (save_pretrained), an .onnx file, or CAMPAIGN_DIR:TRIAL.")],
     profiles: Annotated[str, typer.Option("--profiles", "-p", help="Comma-separated profiles (see 'nas profiles'); default: host,phone-flagship,mcu-m7.")] = "host,phone-flagship,mcu-m7",
     seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence; default: 128.")] = 128,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences per run; default: 1.")] = 1,

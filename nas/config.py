@@ -15,7 +15,11 @@ from nas.data.loaders import TaskConfig
 from nas.models.teacher import TeacherSettings
 from nas.yamlio import load_model, read_yaml
 
-METRICS = ("accuracy", "latency_ms", "size_bytes")
+METRICS = ("accuracy", "latency_ms", "size_bytes", "flash_bytes", "peak_memory_bytes")
+# flash_bytes (weights at their bit-widths + code) and peak_memory_bytes (peak live activations + runtime)
+# are computed for MCU profiles, per profile; latency_ms for every profile.
+PER_PROFILE = ("latency_ms", "flash_bytes", "peak_memory_bytes")
+Metric = Literal["accuracy", "latency_ms", "size_bytes", "flash_bytes", "peak_memory_bytes"]
 
 
 class _Strict(BaseModel):
@@ -25,14 +29,14 @@ class _Strict(BaseModel):
 class ObjectiveConfig(_Strict):
     """One objective of the study, e.g. ``{metric: latency_ms, profile: host, direction: minimize}``."""
 
-    metric: Literal["accuracy", "latency_ms", "size_bytes"]
+    metric: Metric
     direction: Literal["maximize", "minimize"]
     profile: str | None = None  # required for latency_ms
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveConfig:
-        if self.metric == "latency_ms" and not self.profile:
-            raise ValueError("latency_ms needs a 'profile' (e.g. host)")
+        if self.metric in PER_PROFILE and not self.profile:
+            raise ValueError(f"{self.metric} needs a 'profile' (e.g. host)")
         return self
 
     @property
@@ -47,7 +51,7 @@ class ConstraintConfig(_Strict):
     the Pareto set; samplers that support constraints (NSGA-II, TPE, GP) steer away from them.
     """
 
-    metric: Literal["accuracy", "latency_ms", "size_bytes"]
+    metric: Metric
     profile: str | None = None  # required for latency_ms
     max: float | None = None
     min: float | None = None
@@ -56,8 +60,8 @@ class ConstraintConfig(_Strict):
     def _check(self) -> ConstraintConfig:
         if (self.max is None) == (self.min is None):
             raise ValueError("a constraint needs exactly one of 'max' or 'min'")
-        if self.metric == "latency_ms" and not self.profile:
-            raise ValueError("a latency_ms constraint needs a 'profile' (e.g. host)")
+        if self.metric in PER_PROFILE and not self.profile:
+            raise ValueError(f"a {self.metric} constraint needs a 'profile' (e.g. mcu-m7)")
         return self
 
     @property

@@ -205,6 +205,29 @@ def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: i
     return model.eval()
 
 
+def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Module, Candidate]:
+    """The compressed student of complete trial ``number`` of a campaign, trained again as the trial was.
+
+    Raises:
+        NasUserError: If the folder holds no campaign or the trial is missing or not complete.
+    """
+    from optuna.trial import TrialState
+
+    from nas.candidate import Candidate
+    from nas.search.campaign import build_context, load_study
+
+    study, config = load_study(campaign_dir)
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None:
+        raise NasUserError(f"{campaign_dir}: campaign {config.name} has no trial {number}; 'nas status {campaign_dir}' lists them.")
+    if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
+        raise NasUserError(f"{campaign_dir}: trial {number} is {trial.state.name}, not COMPLETE; pick a complete trial.")
+    steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
+    ctx = build_context(config, Output(quiet=True))
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
+    return rebuild_student(candidate, ctx, config.seed + number, steps), candidate
+
+
 @dataclass
 class SelectionResult:
     """What ``nas select`` produced."""

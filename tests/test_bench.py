@@ -223,3 +223,30 @@ def test_bench_errors_are_one_line(tmp_path, case):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_campaign_trial_is_rebuilt_and_benched(small_campaign, tmp_path):
+    """``CAMPAIGN:TRIAL`` benches the trial's compressed student: same parameters, counted at its bits."""
+    import optuna
+
+    from nas.bench import run_bench
+    from nas.search.campaign import load_study
+
+    study, _ = load_study(small_campaign)
+    trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
+    metrics = trial.user_attrs["metrics"]
+    result = run_bench(f"{small_campaign}:{trial.number}", ["host"], seq_len=SEQ_LEN, repeats=3,
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.kind == "campaign trial"
+    assert result.num_params == metrics["num_params"]
+    assert result.weight_bits == trial.user_attrs["candidate"]["compression"]["weight_bits"]
+    # ≤ 8-bit weights are not timed as fp32: the fp32 build's time scaled to the bit-width, labelled estimated
+    assert result.profiles[0].latency.is_measured == (result.weight_bits == 32)
+
+
+def test_a_trial_that_does_not_exist_is_one_line(small_campaign, tmp_path):
+    from nas.bench import run_bench
+    from nas.errors import NasUserError
+
+    with pytest.raises(NasUserError, match="has no trial 99"):
+        run_bench(f"{small_campaign}:99", ["host"], seq_len=SEQ_LEN, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")

@@ -311,8 +311,13 @@ def run_campaign(
     from nas.data.loaders import load_task
     from nas.models.teacher import load_tokenizer
 
-    for name in config.profiles:
-        load_profile(name)
+    profiles = {name: load_profile(name) for name in config.profiles}
+    for item in [*config.objectives, *config.constraints]:  # memory figures exist for MCU profiles only
+        if item.metric in ("flash_bytes", "peak_memory_bytes") and not profiles[item.profile].is_mcu:
+            raise NasUserError(
+                f"{item.metric} on profile '{item.profile}': flash and peak memory are computed for MCU profiles "
+                "(hw_class: mcu) only; use an MCU profile or size_bytes."
+            )
     load_tokenizer(config.teacher.model)  # a teacher folder that is not a model fails here, in one line
     if ray_address or config.executor.address:
         from nas.search.executor import check_ray_address

@@ -99,13 +99,17 @@ class TrialMetrics:
         }
 
     def objective(self, metric: str, profile: str | None = None) -> float:
-        """The value of one objective: ``accuracy``, ``latency_ms`` (needs ``profile``) or ``size_bytes``."""
+        """The value of one objective or constraint metric (``nas.config.METRICS``); per-profile ones need ``profile``."""
         if metric == "accuracy":
             return self.accuracy
         if metric == "latency_ms":
             return self.latency[profile].median_ms
         if metric == "size_bytes":
             return float(self.size_bytes)
+        if metric == "flash_bytes":
+            return float(self.feasibility[profile].flash_bytes)
+        if metric == "peak_memory_bytes":
+            return float(self.feasibility[profile].sram_bytes)
         raise KeyError(f"unknown metric {metric!r}")
 
     def to_dict(self) -> dict[str, Any]:
