@@ -140,12 +140,10 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
 
 
 def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: int, *, qat_steps: int = 0) -> torch.nn.Module:
-    """Train ``candidate`` again exactly as :func:`nas.search.objective.evaluate_candidate` does.
+    """Train ``candidate`` again exactly as its trial did (:func:`nas.search.objective.train_candidate`).
 
-    Build (vocabulary trimmed, teacher weights inherited), pretrain, distil for ``steps``, compress with the
-    candidate's recipe: the same calls in the same order with the same seeds, so with the trial's ``steps``
-    the weights match the trial's. This mirrors ``evaluate_candidate`` up to its "evaluate" step and must
-    follow it when it changes; tests/test_select.py fails when the rebuilt accuracy differs from the trial's.
+    With the trial's seed and ``steps`` the weights match the trial's; tests/test_select.py checks the
+    rebuilt validation accuracy against the recorded one.
 
     Args:
         candidate: The trial's candidate.
@@ -157,52 +155,9 @@ def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: i
     Returns:
         The compressed student in eval mode.
     """
-    import torch
+    from nas.search.objective import train_candidate
 
-    from nas.compress.pipeline import compress_model
-    from nas.models.student import build_student
-    from nas.models.vocab import most_frequent_tokens
-    from nas.pretrain import pretrain
-    from nas.search.objective import _teacher_model, _teacher_state
-    from nas.train import distil
-
-    torch.set_num_threads(ctx.threads)
-    torch.manual_seed(seed)
-    arch, learn = candidate.architecture, candidate.distill
-    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
-    kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
-    model = build_student(
-        candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
-        teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
-        max_positions=max(ctx.train.input_ids.shape[1], ctx.latency.seq_len),
-    )
-    needs_teacher = learn.hidden_weight > 0 or learn.attention_weight > 0 or (
-        candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher")
-    teacher = _teacher_model(ctx.teacher_dir) if needs_teacher else None
-    settings = dataclasses.replace(ctx.train_settings, seed=seed, steps=steps)
-    pretrain(model, ctx.train.input_ids, ctx.train.attention_mask, candidate.pretrain, settings, teacher=teacher)
-    distil(model, ctx.train, ctx.teacher_logits, settings, alpha=learn.alpha, temperature=learn.temperature,
-           teacher=teacher, hidden_weight=learn.hidden_weight, attention_weight=learn.attention_weight)
-
-    recipe = candidate.compression
-    if qat_steps and recipe.weight_bits < 16 and not recipe.qat_steps:
-        recipe = dataclasses.replace(recipe, qat_steps=qat_steps)
-    recovery_calls = []
-
-    def recover(model: torch.nn.Module, steps: int, masks: dict[str, torch.Tensor]) -> None:
-        recovery_calls.append(steps)
-        recovery = dataclasses.replace(settings, steps=steps, seed=seed + 1000 * len(recovery_calls))
-        distil(model, ctx.train, ctx.teacher_logits, recovery, alpha=candidate.distill_alpha,
-               temperature=candidate.distill_temperature, masks=masks)
-
-    calibration = [
-        {"input_ids": ctx.train.input_ids[i : i + 32], "attention_mask": ctx.train.attention_mask[i : i + 32],
-         "labels": ctx.train.labels[i : i + 32]}
-        for i in range(0, min(len(ctx.train), 128), 32)
-    ]
-    compress_model(model, recipe, calibration_batches=calibration, recover=recover,
-                   recovery_steps=settings.steps // 4 if recipe.prune_rate > 0 else 0)
-    return model.eval()
+    return train_candidate(candidate, ctx, seed, steps=steps, qat_steps=qat_steps).model.eval()
 
 
 def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Module, Candidate]:
@@ -303,7 +258,7 @@ def select_model(
         notes.append(f"rebuilt validation accuracy {validation_accuracy:.4f} differs from the trial's {recorded:.4f}")
         warnings.warn(
             f"trial {choice.trial} rebuilt to validation accuracy {validation_accuracy:.4f}, not the recorded {recorded:.4f}: "
-            "nas.select.rebuild_student has drifted from nas.search.objective.evaluate_candidate (or thread counts differ).",
+            "the thread count or library versions differ from the campaign's.",
             RuntimeWarning, stacklevel=2,
         )
     test = _test_split(config)

@@ -141,25 +141,37 @@ def _teacher_model(teacher_dir: str) -> torch.nn.Module:
     return BertForSequenceClassification.from_pretrained(teacher_dir, local_files_only=True, attn_implementation="eager").eval()
 
 
-def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
-    """Build, (pre)train, distil, compress, measure and score one candidate.
+@dataclass
+class TrainedCandidate:
+    """A candidate's compressed student and how it got there (what :func:`train_candidate` returns)."""
+
+    model: torch.nn.Module
+    losses: list[float]  # distillation loss per step
+    outcome: Any  # nas.compress.pipeline.CompressionOutcome: masks, sparsity, stored size
+    timings_s: dict[str, float]
+
+
+def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps: int | None = None,
+                    qat_steps: int = 0) -> TrainedCandidate:
+    """Build, (pre)train, distil and compress one candidate: the part of a trial before it is scored.
+
+    Deterministic for a given seed and thread count, so ``nas select`` and ``nas bench`` rebuild a trial's
+    exact student by calling it again with the trial's seed and steps.
 
     Args:
-        candidate: The student to evaluate.
+        candidate: The student.
         ctx: Shared campaign state.
         seed: Seeds weight init, batch order and dropout.
-
-    Returns:
-        The trial's metrics; latency for every profile in ``ctx.profiles``.
+        steps: Distillation steps; None = the campaign's budget.
+        qat_steps: Quantization-aware fine-tuning for a quantized recipe that has none (finalizing only).
     """
     import torch
 
     from nas.compress.pipeline import compress_model
-    from nas.hardware.backends import check_profile_feasibility, measure_latency, measure_reference
     from nas.models.student import build_student
     from nas.models.vocab import most_frequent_tokens
     from nas.pretrain import pretrain
-    from nas.train import accuracy, distil
+    from nas.train import distil
 
     torch.set_num_threads(ctx.threads)
     torch.manual_seed(seed)
@@ -180,7 +192,7 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher"
     )
     teacher = _teacher_model(ctx.teacher_dir) if needs_teacher else None
-    settings = dataclasses.replace(ctx.train_settings, seed=seed)
+    settings = dataclasses.replace(ctx.train_settings, seed=seed, steps=ctx.train_settings.steps if steps is None else steps)
 
     # pretrain (optional, task-agnostic): MLM or contrastive on the train split's text, labels unused
     pretrain(model, ctx.train.input_ids, ctx.train.attention_mask, candidate.pretrain, settings, teacher=teacher)
@@ -196,6 +208,8 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
 
     # compress: the candidate's recipe (prune, quantize, size); recovery and QAT fine-tune by distillation
     recipe = candidate.compression
+    if qat_steps and recipe.weight_bits < 16 and not recipe.qat_steps:  # finalizing a quantized student
+        recipe = dataclasses.replace(recipe, qat_steps=qat_steps)
     recovery_calls: list[int] = []
 
     def recover(model: torch.nn.Module, steps: int, masks: dict[str, torch.Tensor]) -> None:
@@ -215,8 +229,29 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         model, recipe, calibration_batches=calibration, recover=recover,
         recovery_steps=settings.steps // 4 if recipe.prune_rate > 0 else 0,  # a quarter of the training budget
     )
-    size, sparsity = outcome.size, outcome.sparsity
     timings["compress_s"] = time.perf_counter() - t1
+    return TrainedCandidate(model=model, losses=losses, outcome=outcome, timings_s=timings)
+
+
+def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
+    """Build, (pre)train, distil, compress, measure and score one candidate.
+
+    Args:
+        candidate: The student to evaluate.
+        ctx: Shared campaign state.
+        seed: Seeds weight init, batch order and dropout.
+
+    Returns:
+        The trial's metrics; latency for every profile in ``ctx.profiles``.
+    """
+    import torch
+
+    from nas.hardware.backends import check_profile_feasibility, measure_latency, measure_reference
+    from nas.train import accuracy
+
+    trained = train_candidate(candidate, ctx, seed)
+    model, losses, timings = trained.model, trained.losses, trained.timings_s
+    size, sparsity = trained.outcome.size, trained.outcome.sparsity
 
     # evaluate on the validation split (the test split stays held out for reports)
     t1 = time.perf_counter()
