@@ -175,7 +175,8 @@ def magnitude_prune_(
     return masks
 
 
-def _default_run(model: nn.Module, batch: Any) -> Any:
+def run_batch(model: nn.Module, batch: Any) -> Any:
+    """Call ``model`` on a calibration batch: a mapping as keywords, a tuple/list as positionals, else one argument."""
     if isinstance(batch, Mapping):
         return model(**batch)
     if isinstance(batch, (tuple, list)):

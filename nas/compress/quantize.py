@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.compress.prune import run_batch
 from nas.errors import MissingDependencyError, NasUserError
 
 if TYPE_CHECKING:
@@ -458,14 +459,6 @@ class ActivationObserver:
         return min(lo, 0.0), max(hi, 0.0)
 
 
-def _default_run(model: nn.Module, batch: Any) -> Any:
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
-
-
 def _linear_only(module_name: str, module: nn.Module) -> bool:
     return isinstance(module, nn.Linear)
 
@@ -497,7 +490,7 @@ def calibrate_activations(
     Returns:
         ``(lo, hi)`` per module name.
     """
-    include, run = include or _linear_only, run or _default_run
+    include, run = include or _linear_only, run or run_batch
     observers = {name: ActivationObserver(mode, percentile) for name, m in model.named_modules() if include(name, m)}
     modules = dict(model.named_modules())
     handles = [
