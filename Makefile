@@ -12,7 +12,7 @@ DEMO_DIR ?= campaigns/demo
 SYSDEPS = chromium gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install sysdeps clean
+.PHONY: demo test install sysdeps clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,31 @@ demo: $(STAMP)
 
 test: $(STAMP) sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# `make bench`: re-run the benchmarks that take minutes rather than hours, at the settings their tables in
+# docs/benchmarks.md were made with; each rewrites its benchmarks/results/<script>.json (and, for scripts that
+# keep one, its block of docs/benchmarks.md). Expected times on the 2-vCPU reference machine, shared:
+#   scaling.py             ~3-20 min   --parts campaigns,ray: a 6-trial campaign in-process, then on 2 Ray workers,
+#                                      and Ray's overhead (sample task; 20 min at load 12-17, ~2 min quiet)
+#   inheritance.py         ~10-15 min  6 SST-2 students x 300 steps (+~12 min if its teacher is not cached)
+#   search_efficiency.py   ~15-45 min  3 samplers x 3 seeds x 24 cheap trials (sample task, estimated latency)
+# Not run here (the command that made each table is in its section of docs/benchmarks.md):
+#   scaling.py --parts storage ~16 min; compression.py ~35 min; predictor_accuracy.py ~20 min; latency_backends.py ~30 min of MetaSchedule tuning;
+#   tuning_reuse.py 30-50 min; supernet_fidelity.py ~1 h; sst2_campaign.py 1-2 h (its --quick is a ~20 min
+#   smoke run that writes only under campaigns/, not the committed figures).
+BENCH_QUICK ?= scaling inheritance search_efficiency
+BENCH_ARGS_scaling = --parts campaigns,ray --trials 6 --workers 2
+BENCH_ARGS_inheritance = --steps 300
+BENCH_ARGS_search_efficiency =
+
+define bench_one
+	@echo "== benchmarks/$(1).py $(BENCH_ARGS_$(1))  (load $$(cut -d' ' -f1-3 /proc/loadavg))"
+	@start=$$(date +%s); $(PY) benchmarks/$(1).py $(BENCH_ARGS_$(1)) && echo "== $(1): $$(( $$(date +%s) - start )) s"
+
+endef
+
+bench: $(STAMP)
+	$(foreach b,$(BENCH_QUICK),$(call bench_one,$(b)))
 
 sysdeps:
 	@if ! command -v chromium >/dev/null || ! command -v aarch64-linux-gnu-g++ >/dev/null; then \

@@ -130,7 +130,7 @@ def run_bench(
     model_path: str | Path,
     profile_names: list[str] | tuple[str, ...] = DEFAULT_PROFILES,
     *,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     batch: int = 1,
     quantize: str = "none",
     tune_trials: int = 0,
@@ -144,7 +144,8 @@ def run_bench(
         model_path: A Hugging Face model folder (``config.json`` + weights; sequence classification or a
             plain encoder), an ``.onnx`` file, or ``CAMPAIGN_DIR:TRIAL`` (the trial's student, rebuilt).
         profile_names: Hardware profiles (names or ``.yaml`` paths); at least one.
-        seq_len: Tokens per sequence; 1..the model's maximum positions.
+        seq_len: Tokens per sequence; 1..the model's maximum positions. None: a campaign trial's
+            ``max_seq_len`` (what the campaign timed), else 128.
         batch: Sequences per run; ≥ 1.
         quantize: ``none`` or ``int8`` (weights fake-quantized per channel to 8 bits, stored size and
             latency accounted at int8, as campaigns do; Hugging Face models only).
@@ -165,6 +166,8 @@ def run_bench(
     from nas.search.objective import LatencySettings
 
     start = time.perf_counter()
+    if seq_len is None:
+        seq_len = _default_seq_len(model_path)
     _check_options(profile_names, seq_len, batch, quantize, tune_trials, repeats)
     profiles = [load_profile(name) for name in profile_names]  # an unknown name fails here, before loading
     weight_bits = QUANTIZE_BITS[quantize]
@@ -235,15 +238,33 @@ def _progress(out: Output | None):
 # --- loading -------------------------------------------------------------------------------------------
 
 
+def _campaign_trial(model_path: str | Path) -> tuple[Path, int] | None:
+    """``(campaign folder, trial number)`` when ``model_path`` is ``CAMPAIGN_DIR:TRIAL``, else None."""
+    campaign, sep, number = str(model_path).rpartition(":")
+    if sep and number.isdigit() and (Path(campaign) / "campaign.yaml").is_file():
+        return Path(campaign), int(number)
+    return None
+
+
+def _default_seq_len(model_path: str | Path) -> int:
+    """The sequence length a campaign trial was timed at (its campaign's ``max_seq_len``); 128 for files."""
+    trial = _campaign_trial(model_path)
+    if trial is None:
+        return 128
+    from nas.config import load_campaign_config
+
+    return load_campaign_config(trial[0] / "campaign.yaml").max_seq_len
+
+
 def load_model(model_path: str | Path, *, seq_len: int, batch: int, weight_bits: int = 32, on_import=None) -> LoadedModel:
     """Load a Hugging Face folder, an ONNX file or a campaign trial and import it into TVM at the benchmark shapes.
 
     Raises:
         NasUserError: If the path is not a model, or TVM cannot take it.
     """
-    campaign, sep, number = str(model_path).rpartition(":")
-    if sep and number.isdigit() and (Path(campaign) / "campaign.yaml").is_file():
-        return _load_campaign_trial(Path(campaign), int(number), seq_len, batch, weight_bits, on_import)
+    trial = _campaign_trial(model_path)
+    if trial is not None:
+        return _load_campaign_trial(*trial, seq_len, batch, weight_bits, on_import)
     path = Path(model_path)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if weight_bits < 32:

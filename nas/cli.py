@@ -73,10 +73,10 @@ def _print_summary(out: Output, result, as_json: bool) -> None:
 
 
 def _latency_text(name: str, v: dict) -> str:
-    """``host 22.03 ms (estimated, untuned tvm)``: every latency the CLI prints says how it was obtained."""
-    how = "measured" if v["is_measured"] else "estimated"
-    tuned = "tuned" if v["is_tuned"] else "untuned"
-    return f"{name} {v['median_ms']:.2f} ms ({how}, {tuned} {v['backend']})"
+    """``host 22.03 ms (estimated from an untuned build; tvm)``: every latency the CLI prints says how it was obtained."""
+    from nas.hardware.measure import provenance
+
+    return f"{name} {v['median_ms']:.2f} ms ({provenance(v['is_measured'], v['is_tuned'])}; {v['backend']})"
 
 
 def _key(candidate: dict | None) -> str:
@@ -384,7 +384,9 @@ def _bench_table(result):
         return f"{_ms(r.median_ms)} ms" + (f"\n({_ms(r.min_ms)}-{_ms(r.max_ms)})" if r.repeats else "")
 
     def how(r) -> str:
-        return f"{'measured' if r.is_measured else 'estimated'},\n{'tuned' if r.is_tuned else 'untuned'} {r.backend}"
+        from nas.hardware.measure import provenance
+
+        return f"{provenance(r.is_measured, r.is_tuned)}\n({r.backend})"
 
     for p in result.profiles:
         fits = "[green]yes[/]" if p.feasibility.is_feasible else "[red]no[/]"
@@ -398,7 +400,7 @@ def _bench_table(result):
 def bench(
     model: Annotated[str, typer.Argument(help="A Hugging Face model folder (save_pretrained), an .onnx file, or CAMPAIGN_DIR:TRIAL.")],
     profiles: Annotated[str, typer.Option("--profiles", "-p", help="Comma-separated profiles (see 'nas profiles'); default: host,phone-flagship,mcu-m7.")] = "host,phone-flagship,mcu-m7",
-    seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence; default: 128.")] = 128,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", min=1, help="Tokens per sequence; default: a campaign trial's max_seq_len, else 128.")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Sequences per run; default: 1.")] = 1,
     quantize: Annotated[str, typer.Option("--quantize", help="Weight quantization: none or int8 (accounted as int8 kernels); default: none.")] = "none",
     tune_trials: Annotated[int, typer.Option("--tune-trials", min=0, help="MetaSchedule trials per new workload on local profiles; default: 0 (untuned; tuning costs minutes per workload).")] = 0,

@@ -75,12 +75,18 @@ class ConstraintConfig(_Strict):
 
 
 class FidelityConfig(_Strict):
-    """Training budget of each trial.
+    """Training budget of each trial, and how trials are scored.
 
     With ``min_steps`` set, trials run successive halving: every trial first trains ``min_steps``; a trial
     is promoted to the next rung (×``reduction_factor`` steps, up to ``steps``) only if it is non-dominated
     among the results at its rung, else it ends PRUNED with its low-fidelity metrics recorded. Only trials
     that reach ``steps`` are COMPLETE, so the Pareto set compares equal budgets.
+
+    With ``scorer: supernet``, a weight-sharing supernet is trained once per task (``supernet_steps``,
+    cached) and every trial is scored by slicing its weights out of it (``recovery_steps`` of fine-tuning,
+    then the candidate's compression; latency estimated by the predictor): seconds per trial instead of
+    minutes. At the end the best ``promote_top`` non-dominated trials are re-run as new stand-alone trials
+    (fidelity ``standalone``); ``pareto.json`` then holds only those. See docs/supernet.md.
     """
 
     steps: int = Field(150, ge=0)  # optimiser steps of distillation (the full budget)
@@ -88,11 +94,22 @@ class FidelityConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     min_steps: int | None = Field(None, ge=1)  # first rung of successive halving; None = every trial gets `steps`
     reduction_factor: int = Field(3, ge=2)  # η: rung budgets grow by this factor
+    scorer: Literal["standalone", "supernet"] = "standalone"  # train every trial, or inherit from a supernet
+    supernet_steps: int = Field(1000, ge=1)  # supernet only: sandwich-rule steps of its one training (4 subnets each)
+    recovery_steps: int = Field(0, ge=0)  # supernet only: distillation steps on each sliced student before compression
+    promote_top: int = Field(0, ge=0)  # supernet only: re-evaluate this many Pareto trials stand-alone at the end
 
     @model_validator(mode="after")
     def _check(self) -> FidelityConfig:
         if self.min_steps is not None and self.min_steps >= self.steps:
             raise ValueError(f"min_steps ({self.min_steps}) must be below steps ({self.steps})")
+        if self.scorer == "supernet" and self.min_steps is not None:
+            raise ValueError("min_steps (successive halving) and scorer: supernet are two ways to cut the cost of a trial; "
+                             "use one of them")
+        if self.scorer == "standalone":
+            extra = [f"{k} ({getattr(self, k)})" for k in ("recovery_steps", "promote_top") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply with scorer: supernet; set scorer: supernet or remove them")
         return self
 
     def rungs(self) -> list[int]:

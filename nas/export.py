@@ -133,9 +133,10 @@ def load_tvm(path: Path) -> Any:
 def _latency_text(lat: dict[str, Any] | None) -> str:
     if not lat:
         return "not recorded"
-    how = "measured" if lat.get("is_measured") else "estimated"
-    tuned = "tuned" if lat.get("is_tuned") else "untuned"
-    return (f"{lat['median_ms']:.3f} ms median ({how}, {tuned}; {lat['backend']}, {lat.get('threads', '?')} threads, "
+    from nas.hardware.measure import provenance
+
+    how = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")))
+    return (f"{lat['median_ms']:.3f} ms median ({how}; {lat['backend']}, {lat.get('threads', '?')} threads, "
             f"± {lat.get('std_ms', float('nan')):.3f} ms over {lat.get('repeats', '?')} repeats)")
 
 

@@ -89,7 +89,9 @@ class Choice:
 
 def _describe(number: int, row: dict[str, Any]) -> str:
     lat = row["latency"]
-    how = f"{'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'}"
+    from nas.hardware.measure import provenance
+
+    how = provenance(lat["is_measured"], lat["is_tuned"])
     return f"trial {number} (accuracy {row['accuracy']:.4f}, {row['latency_ms']:.3f} ms {how}, {row['size_kib']:.0f} KiB)"
 
 
@@ -105,7 +107,12 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
     if criteria.profile not in config.profiles:
         raise NasUserError(f"--profile '{criteria.profile}' is not a profile of campaign {config.name}; choose one of {', '.join(config.profiles)}.")
     rows: dict[int, dict[str, Any]] = {}
-    trials = {t.number: t for t in complete_trials(study) if t.user_attrs.get("feasible", True)}
+    feasible_trials = [t for t in complete_trials(study) if t.user_attrs.get("feasible", True)]
+    # Supernet-scored (inherited) accuracies rank candidates but are not what training gives; once some trials
+    # were trained stand-alone (promoted), choose among those only.
+    standalone = [t for t in feasible_trials if t.user_attrs.get("fidelity", "standalone") == "standalone"]
+    screened_only = len(standalone) < len(feasible_trials)
+    trials = {t.number: t for t in (standalone or feasible_trials)}
     for number, trial in trials.items():
         values = axis_values(trial, criteria.profile)
         if values["latency_ms"] is not None:
@@ -131,6 +138,12 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         + (", ties broken by latency then size." if len(ranked) > 1 else "."),
         f"It is {'on' if best in on_front else 'off'} the accuracy-latency Pareto front of {criteria.profile}.",
     ]
+    if screened_only and standalone:
+        reasons.append(f"{len(feasible_trials) - len(standalone)} supernet-scored trial(s) were left out: only "
+                       "stand-alone trained (promoted) trials are chosen from once there are some.")
+    elif screened_only:
+        reasons.append("All trials were scored by supernet inheritance (fidelity: supernet); the numbers rank "
+                       "candidates, and --finalize trains the chosen one stand-alone.")
     if len(ranked) > 1:
         faster = min(ranked[1:], key=lambda n: rows[n]["latency_ms"])
         reasons.append(f"Fastest alternative that meets the limits: {_describe(faster, rows[faster])}.")
@@ -139,7 +152,8 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
                   latency=rows[best]["latency"], reasons=reasons, n_feasible=len(feasible), n_considered=len(rows))
 
 
-def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: int, *, qat_steps: int = 0) -> torch.nn.Module:
+def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: int, *, qat_steps: int = 0,
+                    inherited: bool = False) -> torch.nn.Module:
     """Train ``candidate`` again exactly as its trial did (:func:`nas.search.objective.train_candidate`).
 
     With the trial's seed and ``steps`` the weights match the trial's; tests/test_select.py checks the
@@ -151,13 +165,20 @@ def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: i
         seed: The trial's seed (``config.seed + trial.number``).
         steps: Distillation steps; ≥ 0.
         qat_steps: Quantization-aware fine-tuning steps for a quantized recipe that has none (finalize only).
+        inherited: Start from the candidate's slice of the campaign's supernet (``ctx.supernet_dir``), as a
+            trial of ``fidelity: supernet`` did, instead of the teacher-initialised student.
 
     Returns:
         The compressed student in eval mode.
     """
     from nas.search.objective import train_candidate
 
-    return train_candidate(candidate, ctx, seed, steps=steps, qat_steps=qat_steps).model.eval()
+    initial = None
+    if inherited:
+        from nas.supernet import extract_student, load_supernet
+
+        initial = extract_student(load_supernet(ctx.supernet_dir), candidate)
+    return train_candidate(candidate, ctx, seed, steps=steps, qat_steps=qat_steps, initial_model=initial).model.eval()
 
 
 def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Module, Candidate]:
@@ -180,7 +201,8 @@ def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Modul
     steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
     ctx = build_context(config, Output(quiet=True))
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
-    return rebuild_student(candidate, ctx, config.seed + number, steps), candidate
+    inherited = trial.user_attrs.get("fidelity") == "supernet"
+    return rebuild_student(candidate, ctx, config.seed + number, steps, inherited=inherited), candidate
 
 
 @dataclass
@@ -240,16 +262,18 @@ def select_model(
         out.info(reason)
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == choice.trial)
     search_steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
+    inherited = trial.user_attrs.get("fidelity") == "supernet"
     if finalize_steps is not None and not finalize:
         raise NasUserError("--finalize-steps only applies with --finalize; add --finalize or drop --finalize-steps.")
-    steps = (finalize_steps or FINALIZE_FACTOR * search_steps) if finalize else search_steps
+    # an inherited trial's own steps are its recovery fine-tune (often 0): finalizing trains the campaign's full budget
+    steps = (finalize_steps or FINALIZE_FACTOR * (config.fidelity.steps if inherited else search_steps)) if finalize else search_steps
 
     ctx = build_context(config, Output(quiet=True))
     candidate = Candidate.from_dict(choice.candidate)
     started = time.perf_counter()
     out.info(f"{'finalizing' if finalize else 'rebuilding'} trial {choice.trial} ({steps} distillation steps)")
     model = rebuild_student(candidate, ctx, config.seed + choice.trial, steps,
-                            qat_steps=int(QAT_SHARE * steps) if finalize else 0)
+                            qat_steps=int(QAT_SHARE * steps) if finalize else 0, inherited=inherited)
     train_s = time.perf_counter() - started
     validation_accuracy = accuracy(model, ctx.validation)
     notes = []

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,7 +225,8 @@ class CampaignTracker:
         self.trial_runs[number] = run_id
         self._log_params(run_id, params)
         now = int(time.time() * 1000)
-        finite = {k: float(v) for k, v in metrics.items() if v == v}  # NaN is not a metric
+        # NaN is not a metric; MLflow refuses '@', '<', '=' in names (constraint.fits@mcu-m7, constraint.latency_ms@host<=20)
+        finite = {re.sub(r"[^\w\-. /:]", "_", k): float(v) for k, v in metrics.items() if v == v}
         if finite:
             self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
         for name, value in artifacts.items():

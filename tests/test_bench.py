@@ -139,7 +139,7 @@ def test_student_bench_and_table(saved_models, tmp_path):
     console.print(_bench_table(result))
     lines = console.export_text().splitlines()
     row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in PROFILES}
-    assert "measured" in row["host"] and "untuned tvm" in lines[lines.index(row["host"]) + 1]
+    assert "measured, untuned" in row["host"] and "(tvm)" in lines[lines.index(row["host"]) + 1]
     assert "estimated" in row["phone-flagship"] and "estimated" in row["mcu-m4"]
     assert "no" in row["mcu-m4"].split("│")[-2] and "yes" in row["host"].split("│")[-2]
     assert any(line.startswith("mcu-m4 does not fit: needs") for line in lines)  # the reason, in the caption
@@ -232,12 +232,13 @@ def test_a_campaign_trial_is_rebuilt_and_benched(small_campaign, tmp_path):
     from nas.bench import run_bench
     from nas.search.campaign import load_study
 
-    study, _ = load_study(small_campaign)
+    study, study_config = load_study(small_campaign)
     trial = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
     metrics = trial.user_attrs["metrics"]
-    result = run_bench(f"{small_campaign}:{trial.number}", ["host"], seq_len=SEQ_LEN, repeats=3,
+    # no --seq-len: the campaign's own max_seq_len, the length its trials were timed at
+    result = run_bench(f"{small_campaign}:{trial.number}", ["host"], repeats=3,
                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert result.kind == "campaign trial"
+    assert result.kind == "campaign trial" and result.seq_len == study_config.max_seq_len
     assert result.num_params == metrics["num_params"]
     assert result.weight_bits == trial.user_attrs["candidate"]["compression"]["weight_bits"]
     # ≤ 8-bit weights are not timed as fp32: the fp32 build's time scaled to the bit-width, labelled estimated

@@ -58,7 +58,7 @@ def test_trial_table_flattens_any_candidate():
     rows = trial_table(study, ["host"])
     assert [r["trial"] for r in rows] == [0, 1]
     assert rows[0]["candidate.recipe.bits"] == 8 and rows[1]["size_kib"] == 1.0
-    assert rows[0]["latency_kind.host"] == "measured, untuned" and rows[1]["latency_kind.host"] == "estimated, untuned"
+    assert rows[0]["latency_kind.host"] == "measured, untuned" and rows[1]["latency_kind.host"] == "estimated from an untuned build"
     assert flatten({"a": [{"b": 1}], "c": 2}) == {"a[0].b": 1, "c": 2}
 
 

@@ -43,6 +43,27 @@ def test_choice_is_most_accurate_within_limits(study_and_config):
     assert choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5, max_size_kb=250)).trial == 1
 
 
+def test_supernet_scored_trials_give_way_to_trained_ones():
+    """Inherited accuracies rank candidates; once promoted trials were trained stand-alone, select picks from those."""
+    from nas.config import CampaignConfig
+
+    def study_with(fidelities: list[str]) -> optuna.Study:
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        for i, (acc, ms, fidelity) in enumerate(zip((0.90, 0.85, 0.88), (10.0, 4.0, 3.0), fidelities)):
+            study.add_trial(optuna.trial.create_trial(values=[acc, ms], user_attrs={
+                "candidate": {"n_layers": i + 1}, "fidelity": fidelity,
+                "metrics": {"accuracy": acc, "latency": {"host": _latency(ms)}, "size_bytes": 100_000}}))
+        return study
+
+    config = CampaignConfig(name="toy")
+    # trials 0 and 2 were supernet-scored, 1 trained stand-alone (promoted): 1 is chosen despite lower accuracy
+    choice = choose_trial(study_with(["supernet", "standalone", "supernet"]), config, SelectionCriteria("host"))
+    assert choice.trial == 1 and any("2 supernet-scored trial(s) were left out" in r for r in choice.reasons)
+    # nothing promoted yet: choose among the screened ones, and say so
+    choice = choose_trial(study_with(["supernet"] * 3), config, SelectionCriteria("host"))
+    assert choice.trial == 0 and any("scored by supernet inheritance" in r for r in choice.reasons)
+
+
 def test_nothing_fits_names_the_closest_trial(study_and_config):
     study, config = study_and_config
     with pytest.raises(NasUserError, match=r"the closest is trial 1 \(accuracy 0\.8500, 4\.000 ms .*relax --min-accuracy"):
@@ -87,7 +108,9 @@ def test_selection_rebuilds_the_trial_and_registers_it(selection):
     assert 0.0 <= result.test_accuracy <= 1.0
     card = (result.export_dir / "MODEL_CARD.md").read_text()
     lat = result.choice.latency
-    provenance = f"{lat['median_ms']:.3f} ms median ({'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'}"
+    from nas.hardware.measure import provenance as how
+
+    provenance = f"{lat['median_ms']:.3f} ms median ({how(lat['is_measured'], lat['is_tuned'])};"
     assert lat == best.user_attrs["metrics"]["latency"]["host"]
     for fact in (f"trial {best.number}", f"{result.test_accuracy:.4f}", provenance, study.user_attrs["mlflow_parent_run_id"]):
         assert fact in card

@@ -84,3 +84,49 @@ def test_second_build_reuses_the_tuning_records(tmp_path):
     assert report.hit_rate == 1.0 and report.tune_s == 0.0 and compiled.is_tuned
     with torch.no_grad():
         np.testing.assert_allclose(compiled.run(*_inputs()), model(*_inputs()).numpy(), rtol=1e-5, atol=1e-5)
+
+
+class Gather(torch.nn.Module):
+    """An embedding lookup (TVM ``take``: no arithmetic, no MetaSchedule design space) and a matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 32)
+        self.fc = torch.nn.Linear(32, 32)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.emb(ids))
+
+
+def _ids() -> tuple[torch.Tensor]:
+    return (torch.arange(16).view(1, 16),)
+
+
+def test_a_workload_with_nothing_to_tune_is_not_a_fallback(tmp_path):
+    """A gather remembered as untunable is listed apart, and does not by itself make a build untuned."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from nas.hardware.compile import compile_relax, import_model
+    from nas.hardware.profiles import resolve_target
+    import tvm
+
+    from nas.hardware.tuning import _target_dict, _task_flops, _workload_key, prepare_for_tuning
+
+    host = load_profile("host")
+    target = tvm.target.Target(resolve_target(host))
+    mod, _ = import_model(Gather().eval(), _ids())
+    tasks = ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target)
+    gathers = [t for t in tasks if _task_flops(t) == 0.0 and "take" in t.task_name]
+    assert gathers, [t.task_name for t in tasks]
+    settings = TuningSettings(max_new_tasks=0, cache_dir=str(tmp_path))
+    folder = database_dir(_target_dict(target), settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "untunable.json").write_text(f'["{_workload_key(gathers[0])}"]')
+
+    tuner = MetaScheduleTuner(settings)
+    with pytest.warns(RuntimeWarning, match="have no tuned schedule"):  # the matmul: max_new_tasks=0 skips it
+        compile_relax(Gather().eval(), _ids(), host, tuning=tuner)
+    report = tuner.last_report
+    assert report.untunable == [gathers[0].task_name]
+    assert gathers[0].task_name not in report.fallback and report.fallback  # the matmul is still a fallback
+    assert report.is_fully_tuned is False

@@ -203,22 +203,36 @@ def taylor_importance(
         Non-negative importance per parameter name, shaped like the weight.
     """
     weights = prunable_weights(model, include)
-    names, params = list(weights), list(weights.values())
-    scores = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in weights.items()}
+    sums = _accumulate_taylor(model, batches, loss_fn, list(weights.values()), lambda wg, _: wg.abs())
+    # a weight no batch reached (no gradient) scores 0 everywhere
+    return {name: s if torch.is_tensor(s) else torch.zeros_like(p, dtype=torch.float32)
+            for (name, p), s in zip(weights.items(), sums)}
+
+
+def _accumulate_taylor(
+    model: nn.Module, batches: Iterable[Any], loss_fn: LossFn, params: list[torch.Tensor],
+    reduce: Callable[[torch.Tensor, int], torch.Tensor],
+) -> list[torch.Tensor]:
+    """``Σ_batches reduce(w ⊙ ∂L/∂w, i)`` for each parameter ``i``, in eval mode (no dropout noise).
+
+    Gradients come from ``torch.autograd.grad``, so ``.grad`` fields are not touched; the model is put
+    back in its previous mode. The one loop behind weight-level and group-level Taylor importance.
+    """
+    sums: list[torch.Tensor | float] = [0.0] * len(params)
     was_training, n_batches = model.training, 0
     model.eval()
     try:
         for batch in batches:
             grads = torch.autograd.grad(loss_fn(model, batch), params, allow_unused=True)
-            for name, param, grad in zip(names, params, grads):
+            for i, (param, grad) in enumerate(zip(params, grads)):
                 if grad is not None:
-                    scores[name] += (param.detach() * grad).abs().float()
+                    sums[i] = sums[i] + reduce((param.detach() * grad).float(), i)
             n_batches += 1
     finally:
         model.train(was_training)
     if n_batches == 0:
         raise NasUserError("batches is empty; Taylor importance needs at least one calibration batch.")
-    return scores
+    return sums
 
 
 def taylor_prune_(
@@ -387,21 +401,10 @@ def _group_scores(
     if batches is None or loss_fn is None:
         raise NasUserError("importance='taylor' needs batches= and loss_fn=; pass both or use importance='magnitude'.")
     out_weights = [out_proj.weight for out_proj, _, _ in groups]
-    scores = [torch.zeros(w.shape[1] // size) for w, (_, _, size) in zip(out_weights, groups)]
-    was_training, n_batches = model.training, 0
-    model.eval()
-    try:
-        for batch in batches:
-            grads = torch.autograd.grad(loss_fn(model, batch), out_weights, allow_unused=True)
-            for score, weight, grad, (_, _, size) in zip(scores, out_weights, grads, groups):
-                if grad is not None:
-                    score += (weight.detach() * grad).float().sum(0).view(-1, size).sum(1).abs()
-            n_batches += 1
-    finally:
-        model.train(was_training)
-    if n_batches == 0:
-        raise NasUserError("batches is empty; Taylor importance needs at least one calibration batch.")
-    return scores
+    sizes = [size for _, _, size in groups]
+    sums = _accumulate_taylor(model, batches, loss_fn, out_weights, lambda wg, i: wg.sum(0).view(-1, sizes[i]).sum(1).abs())
+    # a weight no batch reached (no gradient) scores 0, like the untouched entries of the weight-level version
+    return [s if torch.is_tensor(s) else torch.zeros(w.shape[1] // n) for s, w, n in zip(sums, out_weights, sizes)]
 
 
 def head_importance(

@@ -216,6 +216,8 @@ def _with_tuning(result: LatencyResult, report: TuningReport) -> LatencyResult:
     note = f"tuning: {report.hits}/{report.n_tasks} workloads from the database, {report.tuned} tuned in {report.tune_s:.0f} s"
     if report.fallback:
         note += f", {len(report.fallback)} untuned (fallback: {', '.join(report.fallback[:3])})"
+    if report.untunable:
+        note += f", {len(report.untunable)} with nothing to tune ({', '.join(report.untunable[:3])})"
     return dataclasses.replace(result, tune_s=report.tune_s, tune_tasks=report.n_tasks, tune_hits=report.hits, note=note)
 
 
@@ -250,6 +252,7 @@ def check_profile_feasibility(
     *,
     weight_bits: int = 32,
     compile_for_device: bool = True,
+    stored_weight_bytes: int | None = None,
 ) -> Feasibility:
     """Whether ``model`` can be deployed on ``profile``: it compiles for the device and fits its memory.
 
@@ -257,16 +260,32 @@ def check_profile_feasibility(
         model: The compressed model.
         example_inputs: Inputs at batch 1 (activation memory is computed for these shapes).
         profile: The device.
-        weight_bits: Stored weight bit-width (flash use).
+        weight_bits: Stored weight bit-width (flash use when ``stored_weight_bytes`` is not given).
         compile_for_device: Cross-compile for non-local profiles (MCUs: Thumb objects and C); the
             code size then comes from the real build. Local profiles are compiled by the timing itself.
+        stored_weight_bytes: The compression outcome's exact stored size (``CompressionOutcome.size``);
+            flash then counts it plus the vocabulary id map, instead of estimating from ``weight_bits``.
     """
     from nas.hardware.cross import cross_compile
     from nas.hardware.memory import check_feasibility
 
     prepared = prepare(model, example_inputs)
     build = cross_compile(prepared.mod, profile) if compile_for_device and profile.latency.method != "local" else None
-    return check_feasibility(profile, prepared.graph, weight_bits, build)
+    stored = None if stored_weight_bytes is None else stored_weight_bytes + token_map_bytes(model)
+    return check_feasibility(profile, prepared.graph, weight_bits, build, stored_bytes=stored)
+
+
+def token_map_bytes(model: torch.nn.Module) -> int:
+    """Flash taken by vocabulary-trimming id maps, stored at the narrowest unsigned width that holds them.
+
+    The size accounting leaves buffers out; on a device the map (tokenizer id → table row, one entry per
+    tokenizer id) must be stored too, unless the tokenizer itself is trimmed before deployment.
+    """
+    total = 0
+    for name, buf in model.named_buffers():
+        if name.endswith("token_map") and buf is not None and buf.numel():
+            total += buf.numel() * (1 if int(buf.max()) < 2**8 else 2 if int(buf.max()) < 2**16 else 4)
+    return total
 
 
 def measure_reference(

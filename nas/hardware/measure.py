@@ -25,6 +25,17 @@ if TYPE_CHECKING:
     from nas.hardware.profiles import HardwareProfile
 
 
+def provenance(is_measured: bool, is_tuned: bool) -> str:
+    """How a latency was obtained, in the words every table, report and CLI line uses.
+
+    An estimate is not itself tuned or untuned; what matters is what it stands for: kernels as tuned
+    ones would run (the predictor, calibrated on tuned builds) or an untuned build scaled (e.g. to int8).
+    """
+    if is_measured:
+        return "measured, tuned" if is_tuned else "measured, untuned"
+    return "estimated for tuned kernels" if is_tuned else "estimated from an untuned build"
+
+
 @dataclass(frozen=True)
 class LatencyResult:
     """One latency figure with everything needed to judge it.
@@ -87,11 +98,10 @@ class LatencyResult:
     @property
     def label(self) -> str:
         """Human-readable summary, e.g. ``1.13 ms measured, tuned (tvm, 2 threads, median of 30)``."""
-        how = "measured" if self.is_measured else "estimated"
-        tuned = "tuned" if self.is_tuned else "untuned"
+        how = provenance(self.is_measured, self.is_tuned)
         if self.repeats == 0:  # a pure prediction: nothing was timed
-            return f"{self.median_ms:.3g} ms {how}, {tuned} ({self.backend}, {self.threads} threads)"
-        return f"{self.median_ms:.3g} ms {how}, {tuned} ({self.backend}, {self.threads} threads, median of {self.repeats})"
+            return f"{self.median_ms:.3g} ms {how} ({self.backend}, {self.threads} threads)"
+        return f"{self.median_ms:.3g} ms {how} ({self.backend}, {self.threads} threads, median of {self.repeats})"
 
 
 def summarize(

@@ -1,8 +1,11 @@
 """Does a model fit a device? Flash and SRAM for microcontrollers, compile-ability for every device.
 
-Flash holds the weights at their stored bit-width (weight matrices and embedding tables at
-``weight_bits``; biases and norms in fp32) plus the machine code. The code size is read from the real
-Thumb build (:func:`nas.hardware.cross.cross_compile`) when one was made, else a fixed allowance.
+Flash holds the weights as stored plus the machine code. A trial passes the compression outcome's exact
+stored size (``nas.compress.size``: per-layer bit-widths, packed codes, scales, sparse bitmaps), plus the
+vocabulary-trimming id map at the narrowest integer width it needs; without one (``nas bench`` on an
+exported file), weight matrices and embedding tables count at ``weight_bits`` and the rest at fp32. The
+code size is read from the real Thumb build (:func:`nas.hardware.cross.cross_compile`) when one was
+made, else a fixed allowance.
 
 SRAM holds the activations: the peak over the fused graph of the tensors live at once at batch 1
 (:attr:`nas.hardware.graph.GraphSummary.peak_activation_bytes`, inputs included, weights excluded,
@@ -78,15 +81,18 @@ class Feasibility:
         return cls(**{**data, "reasons": tuple(data.get("reasons", ()))})
 
 
-def mcu_memory(graph: GraphSummary, weight_bits: int, code_bytes: int) -> tuple[int, int]:
+def mcu_memory(graph: GraphSummary, weight_bits: int, code_bytes: int, stored_bytes: int | None = None) -> tuple[int, int]:
     """(flash bytes, SRAM bytes) of a model on a microcontroller.
 
     Args:
         graph: The fused graph at batch 1.
         weight_bits: Stored bit-width of weight matrices and embeddings (32 = fp32).
         code_bytes: Machine code size to add to flash.
+        stored_bytes: Exact stored size of the weights (and tables) when known; replaces the estimate
+            from ``graph`` at ``weight_bits``.
     """
-    flash = int(graph.weight_bytes(weight_bits)) + code_bytes
+    weights = stored_bytes if stored_bytes is not None else int(graph.weight_bytes(weight_bits))
+    flash = weights + code_bytes
     activation_scale = 8 / 32 if weight_bits <= 8 else 1.0  # int8 kernels take int8 activations
     sram = int(graph.peak_activation_bytes * activation_scale) + SRAM_RUNTIME_BYTES
     return flash, sram
@@ -97,6 +103,7 @@ def check_feasibility(
     graph: GraphSummary,
     weight_bits: int = 32,
     build: CrossBuild | None = None,
+    stored_bytes: int | None = None,
 ) -> Feasibility:
     """Judge one candidate on one profile.
 
@@ -106,6 +113,7 @@ def check_feasibility(
         weight_bits: Stored weight bit-width.
         build: The candidate's build for the device (:func:`nas.hardware.cross.cross_compile`), if made;
             a failed build makes the candidate infeasible.
+        stored_bytes: The weights' exact stored size (compression outcome + token map), if known.
     """
     reasons = []
     if build is not None and not build.ok:
@@ -116,9 +124,10 @@ def check_feasibility(
     if profile.is_mcu or limits.flash_bytes or limits.sram_bytes:
         code_measured = build is not None and build.ok and build.text_bytes > 0
         code = build.text_bytes if code_measured else CODE_ALLOWANCE_BYTES
-        flash, sram = mcu_memory(graph, weight_bits, code)
+        flash, sram = mcu_memory(graph, weight_bits, code, stored_bytes)
         if limits.flash_bytes and flash > limits.flash_bytes:
-            reasons.append(f"needs {flash / 1024:.0f} KiB flash ({weight_bits}-bit weights + code), has {limits.flash_bytes / 1024:.0f} KiB")
+            what = "stored weights" if stored_bytes is not None else f"{weight_bits}-bit weights"
+            reasons.append(f"needs {flash / 1024:.0f} KiB flash ({what} + code), has {limits.flash_bytes / 1024:.0f} KiB")
         if limits.sram_bytes and sram > limits.sram_bytes:
             reasons.append(f"needs {sram / 1024:.0f} KiB SRAM (peak activations), has {limits.sram_bytes / 1024:.0f} KiB")
     if limits.ram_bytes and graph.weight_bytes(32) + graph.peak_activation_bytes > limits.ram_bytes:

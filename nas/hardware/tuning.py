@@ -72,6 +72,10 @@ class TuningReport:
         tuned: Workloads tuned by this call that now have a record.
         fallback: Names of workloads left unscheduled (tuning failed, over budget, or skipped by
             ``max_new_tasks``); they run as TVM's default loops.
+        untunable: Names of workloads MetaSchedule was asked to tune and found nothing to try for: no
+            arithmetic (e.g. ``take``, the embedding gather, whose design space is empty in TVM 0.27).
+            They run as TVM's default loops too, as any tuned build would, so they do not make a build
+            "untuned"; they are listed so nothing is hidden.
         tune_s: Wall seconds spent in MetaSchedule by this call.
         database: Folder of the database used.
     """
@@ -80,6 +84,7 @@ class TuningReport:
     hits: int = 0
     tuned: int = 0
     fallback: list[str] = field(default_factory=list)
+    untunable: list[str] = field(default_factory=list)
     tune_s: float = 0.0
     database: str = ""
 
@@ -101,6 +106,7 @@ class TuningReport:
         self.hits += other.hits
         self.tuned += other.tuned
         self.fallback += other.fallback
+        self.untunable += other.untunable
         self.tune_s += other.tune_s
         self.database = other.database or self.database
 
@@ -182,20 +188,30 @@ def tune_and_apply(
         report.n_tasks = len(tasks)
         missing = [t for t in tasks if not _has_record(database, t, target)]
         report.hits = report.n_tasks - len(missing)
-        chosen = sorted(missing, key=_task_flops, reverse=True)
+        known_untunable = _read_untunable(folder)
+        chosen = sorted((t for t in missing if _workload_key(t) not in known_untunable), key=_task_flops, reverse=True)
         if settings.max_new_tasks is not None:
             chosen = chosen[: settings.max_new_tasks]
+        tune_ok = False
         if chosen:
             start = time.perf_counter()
             try:
                 _tune(chosen, target, database, settings)
+                tune_ok = True
             except Exception as exc:  # a MetaSchedule failure leaves those workloads unscheduled, reported below
                 warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}); "
                               f"the workloads it was tuning stay untuned.", RuntimeWarning, stacklevel=2)
             report.tune_s = time.perf_counter() - start
         still_missing = [t for t in missing if not _has_record(database, t, target)]
         report.tuned = len(missing) - len(still_missing)
-        report.fallback = sorted(t.task_name for t in still_missing)
+        # A workload without arithmetic that a successful tuning run could not schedule has no design space
+        # (MetaSchedule logs "Total trials: 0"); every later build would ask again, so it is set apart.
+        tried = {id(t) for t in chosen} if tune_ok else set()
+        untunable = [t for t in still_missing if _workload_key(t) in known_untunable
+                     or (id(t) in tried and _task_flops(t) == 0.0)]
+        _write_untunable(folder, known_untunable | {_workload_key(t) for t in untunable})
+        report.untunable = sorted(t.task_name for t in untunable)
+        report.fallback = sorted(t.task_name for t in still_missing if not any(t is u for u in untunable))
         with target, database:
             scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
     if report.fallback:
@@ -259,6 +275,24 @@ def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: Tunin
 def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
     mod = task.dispatched[0]
     return database.has_workload(mod) and bool(database.query_tuning_record(mod, target, task.task_name))
+
+
+def _workload_key(task: Any) -> str:
+    """A workload's identity across builds and processes: the structural hash of its TIR (as MetaSchedule keys it)."""
+    import tvm_ffi
+
+    return str(tvm_ffi.structural_hash(task.dispatched[0]))
+
+
+def _read_untunable(folder: Path) -> set[str]:
+    path = folder / "untunable.json"
+    return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def _write_untunable(folder: Path, keys: set[str]) -> None:
+    """Remember workloads with no design space, so later builds do not start MetaSchedule for them again."""
+    if keys and keys != _read_untunable(folder):
+        (folder / "untunable.json").write_text(json.dumps(sorted(keys)) + "\n")
 
 
 def _task_flops(task: Any) -> float:

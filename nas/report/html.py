@@ -38,9 +38,9 @@ _AXES = {
 
 
 def _latency_label(lat: dict[str, Any]) -> str:
-    kind = "measured" if lat.get("is_measured") else "estimated"
-    tuned = "tuned" if lat.get("is_tuned") else "untuned"
-    return f"{lat['median_ms']:.3f} ms ({kind}, {tuned}, {lat['backend']})"
+    from nas.hardware.measure import provenance
+
+    return f"{lat['median_ms']:.3f} ms ({provenance(bool(lat.get('is_measured')), bool(lat.get('is_tuned')))}, {lat['backend']})"
 
 
 def _hover(trial: FrozenTrial, profile: str) -> str:

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas.hardware.measure import provenance
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -204,8 +206,7 @@ def trial_table(study: optuna.Study, profiles: list[str]) -> list[dict[str, Any]
             if lat:
                 row[f"latency_ms.{profile}"] = lat["median_ms"]
                 row[f"latency_std_ms.{profile}"] = lat.get("std_ms")
-                row[f"latency_kind.{profile}"] = ("measured" if lat.get("is_measured") else "estimated") + (
-                    ", tuned" if lat.get("is_tuned") else ", untuned")
+                row[f"latency_kind.{profile}"] = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")))
             mem = peak_memory_mib(metrics, profile)
             if mem is not None:
                 row[f"peak_mem_mib.{profile}"] = mem

@@ -146,10 +146,12 @@ def prepare_campaign_dir(config: CampaignConfig | None, campaign_dir: Path, resu
     return config
 
 
-def build_context(config: CampaignConfig, out: Output, study: optuna.Study | None = None, task: Any = None) -> TrialContext:
+def build_context(config: CampaignConfig, out: Output, study: optuna.Study | None = None, task: Any = None,
+                  space: Any = None) -> TrialContext:
     """Build the expensive shared state once: data, tokens, the fine-tuned teacher and its logits.
 
     With ``study``, the teacher's accuracy is recorded as its ``teacher`` user attribute (the report's baseline).
+    With ``fidelity.scorer: supernet`` (and ``space``), the supernet is trained once or loaded from the cache.
     """
     import os
 
@@ -172,7 +174,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
                                         "validation_accuracy": teacher.validation_accuracy,
                                         "test_accuracy": teacher.test_accuracy, "train_time_s": teacher.train_time_s})
     threads = config.executor.cpus_per_trial if config.executor.kind == "ray" else (os.cpu_count() or 1)
-    return TrialContext(
+    ctx = TrialContext(
         train=tensors["train"],
         validation=tensors["validation"],
         teacher_logits=teacher.train_logits,
@@ -193,6 +195,38 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
         threads=threads,
         onnx_dir=str(cache_root() / "onnx-staging") if config.log_onnx else None,
     )
+    if config.fidelity.scorer == "supernet":
+        ctx.supernet_dir = str(_prepare_supernet(config, ctx, space, out))
+    return ctx
+
+
+def _prepare_supernet(config: CampaignConfig, ctx: TrialContext, space: Any, out: Output) -> Path:
+    """Train the campaign's supernet once (or find it in the cache); returns its cache folder."""
+    import torch
+
+    from nas.search.objective import student_positions
+    from nas.supernet import SupernetSettings, SupernetSpec, prepare_supernet
+
+    if space is None:
+        from nas.search.space import load_space
+
+        space = load_space(config.space)
+    spec = SupernetSpec.from_space(space, num_labels=ctx.num_labels, max_positions=student_positions(ctx),
+                                   where=f"space '{config.space}'")
+    settings = SupernetSettings(steps=config.fidelity.supernet_steps, batch_size=config.fidelity.batch_size,
+                                lr=config.fidelity.lr, seed=config.seed)
+    out.info(f"supernet: {settings.steps} sandwich-rule steps over {spec.max_layers} x {spec.max_hidden} "
+             f"(FFN {spec.max_ffn}, blocks {', '.join(spec.block_types)}), or the cached one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ctx.threads)
+    try:
+        prepared = prepare_supernet(spec, train=ctx.train, teacher_logits=ctx.teacher_logits, teacher_dir=ctx.teacher_dir,
+                                    settings=settings, cache_root=cache_root())
+    finally:
+        torch.set_num_threads(threads)
+    how = "cache" if prepared.from_cache else "trained now"
+    out.info(f"supernet ({how}): {prepared.path} (training took {prepared.train_time_s:.0f} s)")
+    return prepared.path
 
 
 def cache_root() -> Path:
@@ -236,14 +270,20 @@ def _check_same_space(study: optuna.Study, space: Any, config: CampaignConfig, r
         study.set_user_attr("space_fingerprint", fingerprint)
 
 
-def run_trial(candidate: Any, ctx: TrialContext, seed: int, steps: int | None = None) -> Any:
-    """One trial's work at a given training budget; what executors run (in this process or on Ray)."""
+def run_trial(candidate: Any, ctx: TrialContext, seed: int, steps: int | None = None, scorer: str = "standalone") -> Any:
+    """One trial's work at a given training budget; what executors run (in this process or on Ray).
+
+    ``scorer`` is ``standalone`` (train the candidate: :func:`~nas.search.objective.evaluate_candidate`) or
+    ``supernet`` (inherit the supernet's weights, ``steps`` of recovery: ``evaluate_inherited``).
+    """
     import dataclasses
 
     from nas.search import objective  # looked up at call time, so tests can substitute evaluate_candidate
 
     if steps is not None and steps != ctx.train_settings.steps:
         ctx = dataclasses.replace(ctx, train_settings=dataclasses.replace(ctx.train_settings, steps=steps))
+    if scorer == "supernet":
+        return objective.evaluate_inherited(candidate, ctx, seed)
     return objective.evaluate_candidate(candidate, ctx, seed)
 
 
@@ -324,6 +364,10 @@ def run_campaign(
 
         check_ray_address(ray_address or config.executor.address)
     task = load_task(config.task)
+    if config.fidelity.scorer == "supernet":  # a space the supernet cannot share weights over fails here, in one line
+        from nas.supernet import SupernetSpec
+
+        SupernetSpec.from_space(space, num_labels=task.num_labels, max_positions=config.max_seq_len, where=f"space '{config.space}'")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -360,7 +404,7 @@ def run_campaign(
         + (f"\n  resumed: {requeued} interrupted trial(s) queued again" if requeued else "")
     )
 
-    ctx = build_context(config, out, study, task=task)
+    ctx = build_context(config, out, study, task=task, space=space)
     executor = make_executor(config, paths.root, ray_address)
     try:
         _drive(study, space, ctx, executor, tracker, config, out)
@@ -386,7 +430,7 @@ def run_campaign(
     if tuning["tasks"]:
         out.info(f"TVM tuning: {tuning['tune_s']:.0f} s on {tuning['tasks'] - tuning['hits']} new workload(s); "
                  f"{tuning['hits']}/{tuning['tasks']} workloads came from the shared database (hit rate {tuning['hit_rate']:.0%})")
-    pareto = pareto_summary(study, config)
+    pareto = pareto_summary(_FrontAtOneFidelity(study, config), config)
     write_pareto_json(pareto, paths.pareto)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         build_report(paths.root, tracking_uri=tracking_uri)  # report.html, report.json, trials.csv, pareto.csv
@@ -419,7 +463,8 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
     """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    rungs = config.fidelity.rungs()
+    scorer = config.fidelity.scorer
+    rungs = [config.fidelity.recovery_steps] if scorer == "supernet" else config.fidelity.rungs()
     deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
     shared_ctx = executor.share(ctx)
     pending: dict[Any, tuple[Any, Any, int]] = {}  # job → (trial, candidate, rung index)
@@ -442,7 +487,7 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
                     trial.set_user_attr("duplicate", True)
                     study.tell(trial, state=optuna_state("FAIL"))
                     continue
-                job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[0])
+                job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[0], scorer)
                 pending[job] = (trial, candidate, 0)
             if not pending:
                 break
@@ -453,16 +498,81 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
                     rung_values.setdefault(rung, []).append(values)
                     trial.set_user_attr(f"rung_{rungs[rung]}_steps", {"values": values, "metrics": outcome.result.to_dict()})
                     if _non_dominated(values, rung_values[rung], [o.direction for o in config.objectives]):
-                        job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[rung + 1])
+                        job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[rung + 1], scorer)
                         pending[job] = (trial, candidate, rung + 1)
                         continue
                     _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung], pruned=True)
                 else:
-                    _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung])
+                    _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung], fidelity=scorer)
                 done += 1
                 if outcome.error is None and rung + 1 == len(rungs):
                     best = max(best or 0.0, outcome.result.accuracy)
                 progress.update(bar, completed=done, best=_best_text(best))
+    if scorer == "supernet" and config.fidelity.promote_top and not (deadline is not None and time.monotonic() > deadline):
+        _promote(study, space, shared_ctx, executor, tracker, config, out)
+
+
+def _promote(study, space, shared_ctx, executor, tracker, config: CampaignConfig, out: Output) -> None:
+    """Re-run the best non-dominated supernet-scored trials stand-alone, as new trials of fidelity ``standalone``.
+
+    Up to ``fidelity.promote_top`` of the feasible inherited trials no other inherited trial dominates, best
+    first by the first objective, each trained like a standalone campaign's trial (``fidelity.steps``). A
+    promoted trial records ``promoted_from`` (the inherited trial's number); after a resume, trials already
+    promoted are not run again.
+    """
+    from optuna.trial import TrialState
+
+    directions = [o.direction for o in config.objectives]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    already = {t.user_attrs["promoted_from"] for t in finished if "promoted_from" in t.user_attrs}
+    inherited = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("fidelity") == "supernet"
+                 and t.user_attrs.get("feasible", True)]
+    front = [t for t in inherited if _non_dominated(list(t.values), [list(o.values) for o in inherited], directions)]
+    front.sort(key=lambda t: t.values[0], reverse=directions[0] == "maximize")
+    chosen = [t for t in front[: config.fidelity.promote_top] if t.number not in already]
+    if not chosen:
+        return
+    out.info(f"promoting {len(chosen)} supernet Pareto trial(s) to stand-alone training "
+             f"({config.fidelity.steps} steps each): {', '.join(str(t.number) for t in chosen)}")
+    pending: dict[Any, tuple[Any, Any]] = {}
+    queue = list(chosen)
+    while queue or pending:
+        while queue and len(pending) < executor.max_parallel:
+            source = queue.pop(0)
+            study.enqueue_trial(source.params, skip_if_exists=False)
+            trial = study.ask()
+            candidate = space.sample(trial)
+            trial.set_user_attr("candidate", candidate.to_dict())
+            trial.set_user_attr("promoted_from", source.number)
+            job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, config.fidelity.steps, "standalone")
+            pending[job] = (trial, candidate)
+        for outcome in executor.wait(list(pending)):
+            trial, candidate = pending.pop(outcome.job)
+            _tell(study, trial, candidate, outcome, tracker, config, out, steps=config.fidelity.steps, fidelity="standalone")
+
+
+class _FrontAtOneFidelity:
+    """The study as :func:`~nas.report.pareto.pareto_summary` reads it, with the Pareto set at one fidelity.
+
+    A campaign scored only one way keeps Optuna's own ``best_trials``. When supernet-scored (inherited) and
+    stand-alone trials are mixed, inherited accuracies are not comparable with trained ones, so the front is
+    taken over the stand-alone trials alone (the promoted ones).
+    """
+
+    def __init__(self, study: optuna.Study, config: CampaignConfig) -> None:
+        self._study, self._config = study, config
+
+    @property
+    def best_trials(self) -> list[optuna.trial.FrozenTrial]:
+        from optuna.trial import TrialState
+
+        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        standalone = [t for t in complete if t.user_attrs.get("fidelity", "standalone") == "standalone"]
+        if len(standalone) == len(complete) or not standalone:
+            return self._study.best_trials
+        directions = [o.direction for o in self._config.objectives]
+        feasible = [t for t in standalone if t.user_attrs.get("feasible", True)]
+        return [t for t in feasible if _non_dominated(list(t.values), [list(o.values) for o in feasible], directions)]
 
 
 def optuna_state(name: str) -> Any:
@@ -498,18 +608,25 @@ def _rung_values_so_far(study, config: CampaignConfig, rungs: list[int]) -> dict
     return found
 
 
-def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out: Output, steps: int, pruned: bool = False) -> None:
-    """Record one finished trial in the study and in MLflow: COMPLETE (feasible or not), PRUNED or FAIL."""
+def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out: Output, steps: int, pruned: bool = False,
+          fidelity: str = "standalone") -> None:
+    """Record one finished trial in the study and in MLflow: COMPLETE (feasible or not), PRUNED or FAIL.
+
+    ``fidelity`` says what produced the numbers (``standalone`` training or ``supernet`` inheritance); it is
+    the trial's ``fidelity`` user attribute and its ``lightnas.fidelity`` MLflow tag.
+    """
     from optuna.trial import TrialState
 
-    params = {**trial.params, "candidate_key": candidate.key, "fidelity_steps": steps}
+    params = {**trial.params, "candidate_key": candidate.key, "fidelity_steps": steps, "fidelity": fidelity}
     trial.set_user_attr("fidelity_steps", steps)
+    trial.set_user_attr("fidelity", fidelity)
     if outcome.error is not None:
         reason = f"{type(outcome.error).__name__}: {outcome.error}"
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("traceback", "".join(traceback.format_exception(outcome.error))[-4000:])
         study.tell(trial, state=TrialState.FAIL)
-        tracker.log_trial(trial.number, params, {}, {"lightnas.fail_reason": reason[:500], "lightnas.state": "FAIL"},
+        tracker.log_trial(trial.number, params, {}, {"lightnas.fail_reason": reason[:500], "lightnas.state": "FAIL",
+                                                      "lightnas.fidelity": fidelity},
                           {"candidate.json": candidate.to_dict()}, failed=True)
         out.warn(f"trial {trial.number} ({candidate.key}) failed: {reason}")
         return
@@ -534,7 +651,7 @@ def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out
             "sparsity": metrics.sparsity, "final_loss": metrics.final_loss,
             **{f"time_{k}": v for k, v in metrics.timings_s.items()},
             **{f"constraint.{k}": v for k, v in violations.items()}}
-    tags = {"lightnas.state": state, "lightnas.feasible": str(feasible).lower()}
+    tags = {"lightnas.state": state, "lightnas.feasible": str(feasible).lower(), "lightnas.fidelity": fidelity}
     for profile, lat in metrics.latency.items():
         flat[f"latency_ms.{profile}"] = lat.median_ms
         flat[f"latency_std_ms.{profile}"] = lat.std_ms

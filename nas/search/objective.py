@@ -3,6 +3,10 @@
 :func:`evaluate_candidate` is the function an executor runs, in this process or on a Ray worker. It reads
 top to bottom in the order the work happens. Everything it needs that is expensive to build (tokenised
 data, teacher logits, the teacher's weights) arrives once in a :class:`TrialContext`.
+
+:func:`evaluate_inherited` is the supernet scorer's trial (``fidelity.scorer: supernet``): the candidate's
+weights are sliced out of the campaign's trained supernet instead of trained, then compressed and scored
+the same way, with latency estimated; its metrics say ``fidelity="supernet"``.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class TrialContext:
     latency: LatencySettings = field(default_factory=LatencySettings)
     threads: int = 1  # torch threads for training; latency uses each profile's own core count
     onnx_dir: str | None = None  # if set, each trial exports its compressed student here as ONNX (for MLflow)
+    supernet_dir: str | None = None  # the cached trained supernet (nas.supernet), for fidelity.scorer: supernet
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class TrialMetrics:
     timings_s: dict[str, float]  # wall seconds of each stage
     feasibility: dict[str, Feasibility] = field(default_factory=dict)  # by profile: compiles and fits memory
     artifacts: dict[str, str] = field(default_factory=dict)  # name → file the driver logs to MLflow, then deletes
+    fidelity: str = "standalone"  # what produced these numbers: standalone (trained) or supernet (inherited)
 
     @property
     def is_feasible(self) -> bool:
@@ -151,8 +157,13 @@ class TrainedCandidate:
     timings_s: dict[str, float]
 
 
+def student_positions(ctx: TrialContext) -> int:
+    """Position-embedding rows of every student (and of the supernet): the longest input it will see."""
+    return max(ctx.train.input_ids.shape[1], ctx.latency.seq_len)
+
+
 def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps: int | None = None,
-                    qat_steps: int = 0) -> TrainedCandidate:
+                    qat_steps: int = 0, initial_model: torch.nn.Module | None = None) -> TrainedCandidate:
     """Build, (pre)train, distil and compress one candidate: the part of a trial before it is scored.
 
     Deterministic for a given seed and thread count, so ``nas select`` and ``nas bench`` rebuild a trial's
@@ -164,6 +175,8 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
         seed: Seeds weight init, batch order and dropout.
         steps: Distillation steps; None = the campaign's budget.
         qat_steps: Quantization-aware fine-tuning for a quantized recipe that has none (finalizing only).
+        initial_model: Start from this student instead of building one (the supernet scorer passes the
+            candidate's slice of the supernet, :func:`nas.supernet.extract_student`); trained in place.
     """
     import torch
 
@@ -181,13 +194,16 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
 
     # build: a trimmed vocabulary keeps the train split's most frequent tokens; weights inherit from the
     # fine-tuned teacher (layer selection, importance-ordered width slicing) unless the candidate says not to
-    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
-    kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
-    model = build_student(
-        candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
-        teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
-        max_positions=max(ctx.train.input_ids.shape[1], ctx.latency.seq_len),
-    )
+    if initial_model is not None:
+        model = initial_model
+    else:
+        teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
+        kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
+        model = build_student(
+            candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
+            teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
+            max_positions=student_positions(ctx),
+        )
     needs_teacher = learn.hidden_weight > 0 or learn.attention_weight > 0 or (
         candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher"
     )
@@ -268,7 +284,8 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     bits = candidate.weight_bits
     latency = {p.name: measure_latency(model, example, p, ctx.latency, weight_bits=bits) for p in ctx.profiles}
     feasibility = {
-        p.name: check_profile_feasibility(model, example, p, weight_bits=bits, compile_for_device=ctx.latency.check_compile)
+        p.name: check_profile_feasibility(model, example, p, weight_bits=bits, compile_for_device=ctx.latency.check_compile,
+                                          stored_weight_bytes=int(size.total_bytes))
         for p in ctx.profiles
     }
     reference = measure_reference(model, example, ctx.profiles, ctx.latency, weight_bits=bits)
@@ -296,4 +313,69 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         timings_s=timings,
         feasibility=feasibility,
         artifacts=artifacts,
+    )
+
+
+def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
+    """Score one candidate at supernet fidelity: slice, (fine-tune,) compress, accuracy, estimated latency.
+
+    The candidate's weights come from the campaign's trained supernet (``ctx.supernet_dir``) instead of
+    stand-alone distillation; ``ctx.train_settings.steps`` (the campaign's ``fidelity.recovery_steps``) is
+    the optional recovery fine-tune before its compression recipe runs, exactly as in
+    :func:`train_candidate`. Latency is the hardware predictor's estimate for every profile (no TVM
+    build or timing: that would cost more than the rest), labelled ``estimated``; device feasibility is
+    checked from the fused graph without cross-compiling. Every number is marked ``fidelity="supernet"``.
+
+    Args:
+        candidate: The student to score; its architecture must be a subnet of the supernet.
+        ctx: Shared campaign state with ``supernet_dir`` set.
+        seed: Seeds the recovery fine-tune and calibration order.
+
+    Returns:
+        The trial's metrics (``reference_latency`` empty).
+    """
+    import torch
+
+    from nas.hardware.backends import LATENCY_BACKENDS, check_profile_feasibility, prepare
+    from nas.supernet import extract_student, load_supernet
+    from nas.train import accuracy
+
+    if ctx.supernet_dir is None:
+        raise RuntimeError("evaluate_inherited needs ctx.supernet_dir (the campaign builds it for fidelity.scorer: supernet)")
+    torch.set_num_threads(ctx.threads)
+
+    # inherit: the candidate's slice of the supernet, as a stand-alone student; then the usual (short) training
+    # and compression path, starting from it
+    t0 = time.perf_counter()
+    student = extract_student(load_supernet(ctx.supernet_dir), candidate)
+    trained = train_candidate(candidate, ctx, seed, initial_model=student)
+    model, timings = trained.model, {"extract_s": time.perf_counter() - t0, **trained.timings_s}
+
+    # evaluate on the validation split
+    t1 = time.perf_counter()
+    val_accuracy = accuracy(model, ctx.validation)
+    timings["eval_s"] = time.perf_counter() - t1
+
+    # estimate: the predictor on the fused graph (one TVM import, no build), and memory feasibility
+    t2 = time.perf_counter()
+    example = (torch.ones(1, ctx.latency.seq_len, dtype=torch.long), torch.ones(1, ctx.latency.seq_len, dtype=torch.long))
+    bits = candidate.weight_bits
+    prepared = prepare(model, example)
+    latency = {p.name: LATENCY_BACKENDS["estimate"](prepared, example, p, ctx.latency, bits) for p in ctx.profiles}
+    feasibility = {p.name: check_profile_feasibility(model, example, p, weight_bits=bits, compile_for_device=False,
+                                                     stored_weight_bytes=int(trained.outcome.size.total_bytes))
+                   for p in ctx.profiles}
+    timings["latency_s"] = time.perf_counter() - t2
+
+    return TrialMetrics(
+        accuracy=val_accuracy,
+        latency=latency,
+        reference_latency={},
+        size_bytes=int(trained.outcome.size.total_bytes),
+        num_params=sum(p.numel() for p in model.parameters()),
+        sparsity=trained.outcome.sparsity,
+        final_loss=trained.losses[-1] if trained.losses else float("nan"),
+        timings_s=timings,
+        feasibility=feasibility,
+        fidelity="supernet",
     )
