@@ -35,15 +35,13 @@ test: $(STAMP) sysdeps
 #   scaling.py             ~3-20 min   --parts campaigns,ray: a 6-trial campaign in-process, then on 2 Ray workers,
 #                                      and Ray's overhead (sample task; 20 min at load 12-17, ~2 min quiet)
 #   inheritance.py         ~10-15 min  6 SST-2 students x 300 steps (+~12 min if its teacher is not cached)
-#   search_efficiency.py   ~15-45 min  3 samplers x 3 seeds x 24 cheap trials (sample task, estimated latency)
 # Not run here (the command that made each table is in its section of docs/benchmarks.md):
-#   scaling.py --parts storage ~16 min; compression.py ~35 min; predictor_accuracy.py ~20 min; latency_backends.py ~30 min of MetaSchedule tuning;
+#   search_efficiency.py ~1-1.5 h (3 samplers x 3 seeds x 20 cheap trials); scaling.py --parts storage ~16 min; compression.py ~35 min; predictor_accuracy.py ~20 min; latency_backends.py ~30 min of MetaSchedule tuning;
 #   tuning_reuse.py 30-50 min; supernet_fidelity.py ~1 h; sst2_campaign.py 1-2 h (its --quick is a ~20 min
 #   smoke run that writes only under campaigns/, not the committed figures).
-BENCH_QUICK ?= scaling inheritance search_efficiency
+BENCH_QUICK ?= scaling inheritance
 BENCH_ARGS_scaling = --parts campaigns,ray --trials 6 --workers 2
 BENCH_ARGS_inheritance = --steps 300
-BENCH_ARGS_search_efficiency =
 
 define bench_one
 	@echo "== benchmarks/$(1).py $(BENCH_ARGS_$(1))  (load $$(cut -d' ' -f1-3 /proc/loadavg))"

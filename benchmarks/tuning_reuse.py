@@ -6,7 +6,9 @@ twice, as a user would, with ``latency: {tune: true}``, over ``benchmarks/spaces
 narrow slice of the default space: 128 wide, FFN 256 or 512, so workloads repeat as they do across a real
 campaign's many trials). The two campaigns use different seeds, so they sample different candidates; the
 first starts from an empty database. Each campaign's tuning seconds and database hit rate are read back
-from its study (what ``nas search`` prints at the end) and printed side by side.
+from its study (what ``nas search`` prints at the end) and printed side by side. Then ``nas bench
+CAMPAIGN:TRIAL`` times each of the second campaign's trials on the host with its tuned build (every workload
+from the database) next to ONNX Runtime fp32 and torch eager, same threads.
 
     .venv/bin/python benchmarks/tuning_reuse.py                  # ~30-50 min on 2 cores: 2 x 4 trials
     .venv/bin/python benchmarks/tuning_reuse.py --trials-per-task 4 --n-trials 3   # quicker, ~20 min
@@ -88,6 +90,27 @@ def run_campaign(seed: int, args: argparse.Namespace, work: Path, env: dict[str,
             "printed": printed, "trials": trials}
 
 
+def tuned_against_ort(run: dict, args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[dict]:
+    """``nas bench CAMPAIGN:TRIAL`` on each trial of a campaign: tuned TVM (database hits) next to ONNX Runtime."""
+    rows, campaign = [], work / f"campaign-{run['seed']}"
+    for trial in run["trials"]:
+        proc = subprocess.run([str(REPO / ".venv/bin/nas"), "bench", f"{campaign}:{trial['trial']}",
+                               "-p", "host", "--tune-trials", str(args.trials_per_task), "--repeats", str(args.bench_repeats),
+                               "--tracking-uri", f"sqlite:///{work / 'bench-mlflow.db'}", "--json", "--quiet"],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"nas bench failed on trial {trial['trial']}:\n{proc.stderr[-2000:]}")
+        result = json.loads(proc.stdout[proc.stdout.index("{\n"):])  # TVM's tuner may print its task table first
+        host = result["profiles"][0]["latency"]
+        ref = {name: r["median_ms"] for name, r in result.get("reference", {}).items()}
+        rows.append({"trial": trial["trial"], "layers": trial["layers"], "flops": result.get("flops"),
+                     "tvm_ms": host["median_ms"], "tvm_is_tuned": host["is_tuned"], "tvm_note": host.get("note", ""),
+                     "onnxruntime_ms": ref.get("onnxruntime"), "torch_ms": ref.get("torch"),
+                     "tvm_over_ort": host["median_ms"] / ref["onnxruntime"] if ref.get("onnxruntime") else None,
+                     "load_avg": round(os.getloadavg()[0], 2)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-trials", type=int, default=4, help="trials per campaign")
@@ -95,6 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="distillation steps per trial (accuracy is not the point here)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tuning_reuse.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary cache and campaign folders")
+    parser.add_argument("--bench-repeats", type=int, default=30, help="timed repeats of the tuned-TVM-against-ORT comparison")
     parser.add_argument("--note", default="", help="free text kept in the JSON (e.g. the load while the campaigns ran)")
     parser.add_argument("--work", type=Path, help="reuse this work folder (its cache and finished campaigns) instead of a new one")
     args = parser.parse_args()
@@ -119,6 +143,13 @@ def main() -> None:
         tu = run["tuning"] or {}
         print(f"{run['seed']:<10} {state:<10} {len(run['trials']):>6} {tu.get('tune_s', 0):>9.0f} {tu.get('tasks', 0):>9} "
               f"{tu.get('hits', 0):>8} {tu.get('hit_rate', 0):>9.0%} {run['wall_s'] or float('nan'):>7.0f}")
+    comparison = tuned_against_ort(runs[1], args, work, env)
+    print(f"\nTuned TVM ({args.trials_per_task} trials/workload, from the database) against ONNX Runtime fp32, host, "
+          f"median of {args.bench_repeats}")
+    print(f"{'trial':<6} {'layers':<18} {'tvm ms':>8} {'ort ms':>8} {'torch ms':>9} {'tvm/ort':>8}")
+    for row in comparison:
+        print(f"{row['trial']:<6} {' '.join(row['layers']):<18} {row['tvm_ms']:>8.3f} {row['onnxruntime_ms']:>8.3f} "
+              f"{row['torch_ms']:>9.3f} {row['tvm_over_ort']:>7.2f}x")
     first, second = (r["tuning"] or {} for r in runs)
     ratio = first.get("tune_s", 0) / max(second.get("tune_s", 0), 1e-9)
     print(f"the second campaign spent {second.get('tune_s', 0):.0f} s tuning against {first.get('tune_s', 0):.0f} s "
@@ -137,6 +168,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
         "campaigns": runs,
         "tuning_s_ratio_first_to_second": round(ratio, 1),
+        "tuned_tvm_against_onnxruntime": comparison,
         "note": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
