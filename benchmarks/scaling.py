@@ -47,6 +47,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._env import environment  # noqa: E402
+
 BEGIN, END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
 SST2_TRAIN = 67_349  # sentences in SST-2's train split
 STORAGE_NAMES = {"sqlite": "SQLite file (default)", "journal": "journal file", "inmemory": "in-memory",
@@ -367,21 +369,6 @@ def _filesystem(folder: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def environment() -> dict:
-    import subprocess
-
-    from nas.tracking import environment_info
-
-    info = environment_info()
-    env = {k: info[k] for k in ("python", "cpu_model", "cpus", "torch", "optuna", "ray", "mlflow") if k in info}
-    try:
-        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        env["commit"] = os.environ.get("LIGHTNAS_COMMIT", "unknown")
-    return env
-
-
 def projection(result: dict) -> dict:
     """Cluster projection from the measured numbers: where the driver saturates."""
     proj: dict[str, Any] = {}

@@ -42,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._env import environment  # noqa: E402
+
 BEGIN, END = "<!-- search-efficiency:begin -->", "<!-- search-efficiency:end -->"
 SAMPLERS = ("nsga2", "tpe", "random")
 
@@ -157,21 +159,6 @@ def summarise(runs: list[dict], every: int, n_trials: int) -> dict:
         out[key] = {"scaling": scaling, "curves": {k: [round(v, 4) for v in c] for k, c in curves.items()},
                     "per_sampler": per_sampler}
     return out
-
-
-def environment() -> dict:
-    import subprocess
-
-    from nas.tracking import environment_info
-
-    info = environment_info()
-    env = {k: info[k] for k in ("python", "cpu_model", "cpus", "torch", "optuna", "ray", "mlflow") if k in info}
-    try:
-        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        env["commit"] = os.environ.get("LIGHTNAS_COMMIT", "unknown")
-    return env
 
 
 def markdown(result: dict) -> str:

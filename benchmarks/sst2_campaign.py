@@ -44,7 +44,6 @@ docs/benchmarks.md. Campaign folders (study, MLflow, reports) go to ``campaigns/
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -57,6 +56,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks._env import environment  # noqa: E402
 SST2 = (REPO.parent / "shared" / "data" / "sst2").resolve()
 SEQ_LEN = 64  # SST-2 sentences: 99.9 % fit in 64 WordPiece tokens
 PUBLISHED = {  # Turc et al. 2019, SST-2 test accuracy (GLUE server), pre-trained distillation
@@ -440,16 +442,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -509,7 +501,7 @@ def main() -> None:
     log(f"sst2 campaign benchmark: {command}")
     result: dict[str, Any] = {
         "benchmark": "sst2_campaign", "date": f"{dt.date.today():%Y-%m-%d}", "command": command, "quick": args.quick,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)},
+        "machine": {"cpu": environment()["cpu_model"], "cores": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)},
         "versions": versions(), "profiles": {"phone": args.phone, "mcu": args.mcu},
         "budget": {"train_sentences": args.train, "validation_fraction": args.validation_fraction, "steps": args.steps,
                    "batch_size": 32, "lr": 3e-4, "seq_len": SEQ_LEN, "trials": args.trials, "mcu_trials": args.mcu_trials,

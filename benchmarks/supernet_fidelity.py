@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +39,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks._env import environment  # noqa: E402
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 SEQ_LEN = 64  # SST-2 sentences: 99.9 % fit in 64 WordPiece tokens
 TASK = {"name": "sst2", "source": str(SST2), "train": "train.tsv", "test": "dev.tsv",
@@ -265,7 +268,7 @@ def run_supernet(args, ctx, teacher, candidates: list, standalone_path: Path, wa
         "standalone_seconds_per_candidate": {"median": round(sorted(standalone_s)[len(standalone_s) // 2], 2) if standalone_s else None,
                                              "mean": round(sum(standalone_s) / max(1, len(standalone_s)), 2)},
         "rows": rows,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
+        "machine": {"cpu": environment()["cpu_model"], "cores": os.cpu_count(), "threads": args.threads,
                     "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "wall_s": round(time.perf_counter() - wall_start),
     }

@@ -34,6 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._env import environment  # noqa: E402
+
 
 def campaign_yaml(seed: int, args: argparse.Namespace) -> str:
     return f"""\
@@ -161,7 +163,7 @@ def main() -> None:
         "script": "benchmarks/tuning_reuse.py",
         "command": " ".join(["benchmarks/tuning_reuse.py", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{environment()['cpu_model']}, {os.cpu_count()} CPUs",
         "load_avg_start": round(load[0], 2), "load_avg_end": round(load_end[0], 2),
         "versions": {"tvm": tvm.__version__, "python": platform.python_version()},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -24,8 +24,8 @@ def _latency(ms: float, is_measured: bool = True) -> dict:
             "repeats": 3, "number": 1, "threads": 1, "is_measured": is_measured, "is_tuned": False, "target": "", "note": ""}
 
 
-def _synthetic_study(points: list[tuple[float, float, int]]) -> optuna.Study:
-    """A study of (accuracy, latency_ms on host, size_bytes) trials, in memory."""
+def _synthetic_study(points: list[tuple[float, float, int]], fidelities: list[str] | None = None) -> optuna.Study:
+    """A study of (accuracy, latency_ms on host, size_bytes) trials, in memory; ``fidelities`` per trial if given."""
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_metric_names(["accuracy", "latency_ms@host"])
     for i, (acc, ms, size) in enumerate(points):
@@ -33,7 +33,8 @@ def _synthetic_study(points: list[tuple[float, float, int]]) -> optuna.Study:
             params={"n_layers": i % 3 + 1}, distributions={"n_layers": optuna.distributions.IntDistribution(1, 4)},
             values=[acc, ms],
             user_attrs={"candidate": {"n_layers": i % 3 + 1, "recipe": {"bits": 8}},
-                        "metrics": {"accuracy": acc, "latency": {"host": _latency(ms, i % 2 == 0)}, "size_bytes": size}},
+                        "metrics": {"accuracy": acc, "latency": {"host": _latency(ms, i % 2 == 0)}, "size_bytes": size},
+                        **({"fidelity": fidelities[i]} if fidelities else {})},
         ))
     return study
 
@@ -53,9 +54,27 @@ def test_fronts_and_hypervolume_follow_dominance():
     assert hv[0] == pytest.approx((1.1 - (-0.9 - -0.95) / 0.25) * (1.1 - (10 - 5) / 25))
 
 
+def test_the_front_compares_one_fidelity():
+    """With supernet-scored and promoted (stand-alone) trials mixed, the front (pareto.json, nas status, the
+    report's pareto column) is the stand-alone trials' own; a campaign scored one way keeps Optuna's."""
+    from nas.config import CampaignConfig
+    from nas.report.pareto import front_trials, pareto_summary
+
+    points = [(0.95, 1.0, 100), (0.80, 5.0, 100), (0.85, 9.0, 100), (0.70, 2.0, 100)]
+    mixed = _synthetic_study(points, ["supernet", "standalone", "standalone", "standalone"])
+    config = CampaignConfig()
+    assert sorted(t.number for t in front_trials(mixed, config)) == [1, 2, 3]  # trial 0 would dominate 1 and 3
+    assert [p["trial"] for p in pareto_summary(mixed, config)] == [2, 1, 3]
+    assert [r["pareto"] for r in trial_table(mixed, config)] == [False, True, True, True]
+    single = _synthetic_study(points)
+    assert [t.number for t in front_trials(single, config)] == [0]
+
+
 def test_trial_table_flattens_any_candidate():
+    from nas.config import CampaignConfig
+
     study = _synthetic_study([(0.9, 10.0, 4096), (0.8, 5.0, 1024)])
-    rows = trial_table(study, ["host"])
+    rows = trial_table(study, CampaignConfig())
     assert [r["trial"] for r in rows] == [0, 1]
     assert rows[0]["candidate.recipe.bits"] == 8 and rows[1]["size_kib"] == 1.0
     assert rows[0]["latency_kind.host"] == "measured, untuned" and rows[1]["latency_kind.host"] == "estimated from an untuned build"

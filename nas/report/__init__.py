@@ -48,7 +48,7 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
     from nas.tracking import campaign_environment, default_tracking_uri
 
     study, config = load_study(campaign_dir)
-    table = trial_table(study, config.profiles)
+    table = trial_table(study, config)
     if not table:
         raise NasUserError(f"{campaign_dir}: campaign {config.name} has no complete trial yet; run 'nas resume {campaign_dir}' first.")
     out_dir = Path(out_dir or campaign_dir)

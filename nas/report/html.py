@@ -240,7 +240,7 @@ def write_report(
         fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"plot-{key}", config={"displaylogo": False})
         for i, (key, fig) in enumerate(figures.items())
     )
-    rows = [r for r in (table_rows if table_rows is not None else trial_table(study, config.profiles)) if r["pareto"]]
+    rows = [r for r in (table_rows if table_rows is not None else trial_table(study, config)) if r["pareto"]]
     columns = list(dict.fromkeys(k for r in rows for k in r if k != "pareto"))
     refs = baselines(study)
     ref_rows = "".join(_baseline_row(r) for r in refs) or "<tr><td colspan=4>the campaign recorded no baselines</td></tr>"

@@ -22,15 +22,37 @@ if TYPE_CHECKING:
     from nas.config import CampaignConfig
 
 
+def front_trials(study: optuna.Study, config: CampaignConfig) -> list[FrozenTrial]:
+    """The study's Pareto-optimal feasible trials, at one fidelity.
+
+    A campaign scored one way keeps Optuna's own ``best_trials``. When supernet-scored (inherited) and
+    stand-alone trained trials are mixed, their accuracies do not compare, so the front is taken over the
+    stand-alone (promoted) trials alone.
+    """
+    import numpy as np
+    from optuna.study._multi_objective import _is_pareto_front
+
+    complete = complete_trials(study)
+    standalone = [t for t in complete if t.user_attrs.get("fidelity", "standalone") == "standalone"]
+    if len(standalone) == len(complete) or not standalone:
+        return study.best_trials
+    feasible = [t for t in standalone if t.user_attrs.get("feasible", True)]
+    if not feasible:
+        return []
+    signs = [-1.0 if o.direction == "maximize" else 1.0 for o in config.objectives]
+    losses = np.array([[s * v for s, v in zip(signs, t.values)] for t in feasible])
+    return [t for t, keep in zip(feasible, _is_pareto_front(losses, assume_unique_lexsorted=False)) if keep]
+
+
 def pareto_summary(study: optuna.Study, config: CampaignConfig) -> list[dict[str, Any]]:
-    """One entry per Pareto-optimal trial, sorted by the first objective (best first).
+    """One entry per Pareto-optimal trial (:func:`front_trials`), sorted by the first objective (best first).
 
     Each entry carries the trial number, its candidate, its objective values by name, and every latency
     with its provenance (measured/estimated, tuned/untuned, backend, spread).
     """
     names = [o.name for o in config.objectives]
     entries = []
-    for trial in study.best_trials:
+    for trial in front_trials(study, config):
         metrics = trial.user_attrs.get("metrics", {})
         entries.append(
             {
@@ -190,11 +212,13 @@ def param_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     return importances
 
 
-def trial_table(study: optuna.Study, profiles: list[str]) -> list[dict[str, Any]]:
+def trial_table(study: optuna.Study, config: CampaignConfig) -> list[dict[str, Any]]:
     """One flat row per complete trial: number, objective values, per-profile latency with provenance,
-    size, memory, every candidate setting (dotted keys) and whether the trial is on the study's Pareto front."""
+    size, memory, every candidate setting (dotted keys) and whether the trial is on the campaign's Pareto
+    front (:func:`front_trials`)."""
+    profiles = config.profiles
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
-    best = {t.number for t in study.best_trials}
+    best = {t.number for t in front_trials(study, config)}
     rows = []
     for trial in complete_trials(study):
         metrics = trial.user_attrs["metrics"]

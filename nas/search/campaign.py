@@ -430,7 +430,7 @@ def run_campaign(
     if tuning["tasks"]:
         out.info(f"TVM tuning: {tuning['tune_s']:.0f} s on {tuning['tasks'] - tuning['hits']} new workload(s); "
                  f"{tuning['hits']}/{tuning['tasks']} workloads came from the shared database (hit rate {tuning['hit_rate']:.0%})")
-    pareto = pareto_summary(_FrontAtOneFidelity(study, config), config)
+    pareto = pareto_summary(study, config)
     write_pareto_json(pareto, paths.pareto)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         build_report(paths.root, tracking_uri=tracking_uri)  # report.html, report.json, trials.csv, pareto.csv
@@ -549,30 +549,6 @@ def _promote(study, space, shared_ctx, executor, tracker, config: CampaignConfig
         for outcome in executor.wait(list(pending)):
             trial, candidate = pending.pop(outcome.job)
             _tell(study, trial, candidate, outcome, tracker, config, out, steps=config.fidelity.steps, fidelity="standalone")
-
-
-class _FrontAtOneFidelity:
-    """The study as :func:`~nas.report.pareto.pareto_summary` reads it, with the Pareto set at one fidelity.
-
-    A campaign scored only one way keeps Optuna's own ``best_trials``. When supernet-scored (inherited) and
-    stand-alone trials are mixed, inherited accuracies are not comparable with trained ones, so the front is
-    taken over the stand-alone trials alone (the promoted ones).
-    """
-
-    def __init__(self, study: optuna.Study, config: CampaignConfig) -> None:
-        self._study, self._config = study, config
-
-    @property
-    def best_trials(self) -> list[optuna.trial.FrozenTrial]:
-        from optuna.trial import TrialState
-
-        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        standalone = [t for t in complete if t.user_attrs.get("fidelity", "standalone") == "standalone"]
-        if len(standalone) == len(complete) or not standalone:
-            return self._study.best_trials
-        directions = [o.direction for o in self._config.objectives]
-        feasible = [t for t in standalone if t.user_attrs.get("feasible", True)]
-        return [t for t in feasible if _non_dominated(list(t.values), [list(o.values) for o in feasible], directions)]
 
 
 def optuna_state(name: str) -> Any:

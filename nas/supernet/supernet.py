@@ -39,7 +39,7 @@ from nas.candidate import Architecture, BlockSpec
 from nas.errors import NasUserError
 from nas.models.blocks import ACTIVATIONS, ConvBlock, TransformerBlock
 from nas.models.embeddings import Embeddings
-from nas.models.inherit import _head_rows, hidden_importance, neuron_importance, teacher_layer_for
+from nas.models.inherit import _Copier, _head_rows, hidden_importance, neuron_importance, teacher_layer_for
 
 if TYPE_CHECKING:
     import random
@@ -346,26 +346,13 @@ def init_from_teacher(net: Supernet, teacher_state: dict[str, torch.Tensor], n_t
     order = torch.argsort(hidden_importance(teacher_state, n_teacher), descending=True, stable=True)[: spec.max_hidden]
     hid = order  # residual dims, most important first
 
-    def put(param: torch.Tensor, name: str, *index: torch.Tensor | None) -> None:
-        source = teacher_state.get(name)
-        if source is None:
-            return
-        for dim, idx in enumerate(index):
-            if idx is not None:
-                source = source.index_select(dim, idx)
-        block = tuple(slice(0, min(s, t)) for s, t in zip(source.shape, param.shape))
-        param[block] = source[block].to(param.dtype)
-
-    def linear(lin: nn.Linear, name: str, rows: torch.Tensor | None, cols: torch.Tensor | None) -> None:
-        put(lin.weight, f"{name}.weight", rows, cols)
-        put(lin.bias, f"{name}.bias", rows)
+    copy = _Copier(teacher_state)  # the inheritance copier: indexed teacher rows/cols into the leading block
 
     def norm(ln: nn.Module, name: str) -> None:
-        put(ln.weight, f"{name}.weight", hid)
-        put(ln.bias, f"{name}.bias", hid)
+        copy.norm(ln, name, hid)
 
     emb = net.bert.embeddings
-    put(emb.word_embeddings.weight, "bert.embeddings.word_embeddings.weight", None, hid)
+    copy(emb.word_embeddings.weight, "bert.embeddings.word_embeddings.weight", None, hid)
     positions = teacher_state["bert.embeddings.position_embeddings.weight"].index_select(1, hid)  # (P, H)
     if "bert.embeddings.token_type_embeddings.weight" in teacher_state:  # folded in, as the student does
         positions = positions + teacher_state["bert.embeddings.token_type_embeddings.weight"][0, hid]
@@ -381,17 +368,17 @@ def init_from_teacher(net: Supernet, teacher_state: dict[str, torch.Tensor], n_t
             block = getattr(layer, branch, None)
             if block is None:
                 continue
-            linear(block.intermediate.dense, f"{prefix}.intermediate.dense", neurons, hid)
-            linear(block.output.dense, f"{prefix}.output.dense", hid, neurons)
+            copy.linear(block.intermediate.dense, f"{prefix}.intermediate.dense", neurons, hid)
+            copy.linear(block.output.dense, f"{prefix}.output.dense", hid, neurons)
             norm(block.output.LayerNorm, f"{prefix}.output.LayerNorm")
         if getattr(layer, "transformer", None) is not None:
             attention = layer.transformer.attention
             rows = _head_rows(teacher_state, t, teacher_heads, spec.max_hidden)  # whole heads, most important first
             for proj in ("query", "key", "value"):
-                linear(getattr(attention.self, proj), f"{prefix}.attention.self.{proj}", rows, hid)
-            linear(attention.output.dense, f"{prefix}.attention.output.dense", hid, rows)
+                copy.linear(getattr(attention.self, proj), f"{prefix}.attention.self.{proj}", rows, hid)
+            copy.linear(attention.output.dense, f"{prefix}.attention.output.dense", hid, rows)
             norm(attention.output.LayerNorm, f"{prefix}.attention.output.LayerNorm")
         if getattr(layer, "conv", None) is not None:
             norm(layer.conv.conv.LayerNorm, f"{prefix}.attention.output.LayerNorm")
-    linear(net.bert.pooler.dense, "bert.pooler.dense", hid, hid)
-    linear(net.classifier, "classifier", None, hid)
+    copy.linear(net.bert.pooler.dense, "bert.pooler.dense", hid, hid)
+    copy.linear(net.classifier, "classifier", None, hid)
