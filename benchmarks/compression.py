@@ -67,35 +67,6 @@ def dev_accuracy(model: nn.Module, split: Any, batch_size: int = 64) -> float:
     return correct / len(split)
 
 
-def onnx_session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime session set up as ``nas.hardware.measure.measure_onnxruntime`` sets it up."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def time_session(session: Any, example: tuple[torch.Tensor, ...], profile: Any, repeats: int, number: int) -> Any:
-    """Time an ONNX Runtime session with the same warmup/repeat protocol as ``nas.hardware.measure``."""
-    from nas.hardware.measure import summarize
-
-    feeds = {meta.name: x.numpy() for meta, x in zip(session.get_inputs(), example)}
-    for _ in range(2):
-        session.run(None, feeds)
-    repeat_ms = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            session.run(None, feeds)
-        repeat_ms.append((time.perf_counter() - start) * 1e3 / number)
-    threads = session.get_session_options().intra_op_num_threads
-    return summarize(repeat_ms, profile=profile.name, backend="onnxruntime", number=number, threads=threads, is_tuned=True)
-
-
 def session_accuracy(session: Any, split: Any) -> float:
     """Accuracy of a static-shape (1, L) ONNX graph, one sentence at a time."""
     names = [meta.name for meta in session.get_inputs()]
@@ -126,7 +97,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
     from nas.compress.quantize import onnxruntime_dynamic_int8, torch_dynamic_int8
     from nas.compress.recipe import CompressionRecipe
     from nas.compress.size import stored_size_bytes
-    from nas.hardware.measure import _export_onnx
+    from nas.hardware.measure import _export_onnx, onnxruntime_session
     from nas.train import TrainSettings, distil
 
     train, dev = data["train"], data["test"]
@@ -169,7 +140,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
     fp32_onnx, int8_onnx = workdir / f"{name}-fp32-src.onnx", workdir / f"{name}-int8.onnx"
     _export_onnx(trained, example, fp32_onnx)
     onnxruntime_dynamic_int8(fp32_onnx, int8_onnx)
-    add("int8 dynamic (onnxruntime)", session_accuracy(onnx_session(int8_onnx, 2), dev), int8_bytes(trained, embeddings=True), started,
+    add("int8 dynamic (onnxruntime)", session_accuracy(onnxruntime_session(int8_onnx, 2), dev), int8_bytes(trained, embeddings=True), started,
         None, int8_onnx, kernels="int8", artifact_bytes=int8_onnx.stat().st_size, fp32_artifact_bytes=fp32_onnx.stat().st_size)
 
     recipes = [
@@ -201,17 +172,17 @@ def time_interleaved(items: list[tuple[dict[str, Any], nn.Module | None, Path | 
     over rounds of each round's median (``latency_ms``) and the fastest repeat seen (``latency_min_ms``).
     """
     from nas.hardware.backends import measurement_lock
-    from nas.hardware.measure import measure_torch
+    from nas.hardware.measure import measure_torch, onnxruntime_session, time_onnxruntime
     from nas.hardware.profiles import load_profile
 
     host = load_profile("host")
-    sessions = {i: onnx_session(path, host.resolved_cores()) for i, (_, _, path) in enumerate(items) if path is not None}
+    sessions = {i: onnxruntime_session(path, host.resolved_cores()) for i, (_, _, path) in enumerate(items) if path is not None}
     results: dict[tuple[int, str], list[Any]] = {}
     for _ in range(rounds):
         with measurement_lock():
             for i, (_, module, _) in enumerate(items):
                 if i in sessions:
-                    results.setdefault((i, "onnxruntime"), []).append(time_session(sessions[i], EXAMPLE, host, repeats, number))
+                    results.setdefault((i, "onnxruntime"), []).append(time_onnxruntime(sessions[i], EXAMPLE, host, repeats, number))
                 if module is not None:
                     results.setdefault((i, "torch"), []).append(measure_torch(module, EXAMPLE, host, repeats=repeats, number=number))
     for (i, backend), runs in results.items():

@@ -51,25 +51,15 @@ from benchmarks._env import environment  # noqa: E402
 
 BEGIN, END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
 SST2_TRAIN = 67_349  # sentences in SST-2's train split
-STORAGE_NAMES = {"sqlite": "SQLite file (default)", "journal": "journal file", "inmemory": "in-memory",
+STORAGE_NAMES = {"sqlite": "SQLite file (rollback journal; the default before WAL)", "journal": "journal file", "inmemory": "in-memory",
                  "sqlite-wal": "SQLite, WAL + synchronous=NORMAL"}
 
 
 def small_campaign_dict(**overrides: Any) -> dict:
-    """The tests' small campaign (tests/conftest.py), without importing conftest (it moves $LIGHTNAS_CACHE)."""
-    base = {
-        "name": "bench-scaling",
-        "task": {"source": "sample", "max_train_examples": 600},
-        "teacher": {"max_steps": 60, "batch_size": 32},
-        "max_seq_len": 32,
-        "fidelity": {"steps": 40, "batch_size": 32},
-        "latency": {"repeats": 3, "number": 2},
-        "n_trials": 3,
-        "log_onnx": False,
-    }
-    for key, value in overrides.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return base
+    """The tests' small campaign (tests/conftest.py), named for this benchmark."""
+    from tests.conftest import small_campaign_dict as tests_campaign
+
+    return tests_campaign(**{"name": "bench-scaling", **overrides})
 
 
 def _load() -> float:
@@ -255,14 +245,14 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
         "storage": "journal" if storage_kind == "journal" else None})
     if storage_kind == "inmemory":
         storage = optuna.storages.InMemoryStorage()
-    elif storage_kind == "sqlite-wal":  # not what campaigns use (yet): WAL journal, fsync at checkpoints only
+    elif storage_kind == "sqlite-wal":  # WAL journal, fsync at checkpoints only (campaigns' default since this was measured)
         import sqlite3
 
         db = folder / "study.db"
         sqlite3.connect(db).execute("PRAGMA journal_mode=WAL").close()  # persistent in the file
         storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
-    else:
-        storage = make_storage(config, paths)
+    else:  # "sqlite": the rollback journal campaigns used before WAL; "journal": Optuna's journal file
+        storage = f"sqlite:///{folder / 'study.db'}" if storage_kind == "sqlite" else make_storage(config, paths)
     study = optuna.create_study(study_name=config.name, storage=storage, directions=[o.direction for o in config.objectives],
                                 sampler=make_sampler(sampler, 0, len(config.objectives), constrained=True))  # as with a non-host profile
     study.set_metric_names([o.name for o in config.objectives])

@@ -141,22 +141,25 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
     out = Output(as_json=as_json)
     study, config = load_study(campaign_dir)
     trials = study.get_trials(deepcopy=False)
-    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    counts = {s.name: sum(t.state == s and "repeat_of" not in t.user_attrs for t in trials) for s in TrialState}
     retried = sum(1 for t in trials if t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))
     failures = [{"trial": t.number, "reason": t.user_attrs.get("fail_reason", "?")} for t in trials
                 if t.state == TrialState.FAIL and not (t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))]
+    repeats = sum(1 for t in trials if "repeat_of" in t.user_attrs)
     infeasible = [{"trial": t.number, "reason": t.user_attrs.get("infeasible_reason", "?")} for t in trials
-                  if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False]
+                  if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False and "repeat_of" not in t.user_attrs]
     pareto = pareto_summary(study, config) if counts["COMPLETE"] else []
     if as_json:
-        out.result(json.dumps({"n_trials": config.n_trials, "states": counts, "failures": failures,
+        out.result(json.dumps({"n_trials": config.n_trials, "states": counts, "repeats": repeats, "failures": failures,
                                "infeasible": infeasible, "pareto": pareto}, indent=2))
         return
     done = counts["COMPLETE"] + counts["PRUNED"] + len(failures)
     out.result(
         f"campaign {config.name}: {done}/{config.n_trials} trials finished ({counts['COMPLETE']} complete, "
         f"{counts['PRUNED']} stopped early, {len(failures)} failed, {counts['RUNNING']} running"
-        + (f"; {retried} interrupted or duplicate, re-run" if retried else "") + ")"
+        + (f"; {retried} interrupted or duplicate, re-run" if retried else "")
+        + (f"; {repeats} repeated proposals of finished candidates took their values without running" if repeats else "")
+        + ")"
     )
     for f in failures:
         out.result(f"  trial {f['trial']} FAILED: {f['reason']}")

@@ -177,6 +177,18 @@ class CampaignConfig(_Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
 
+    def search_profiles(self) -> list[str]:
+        """Profiles the search must fit: those an objective or constraint names (all profiles if none does).
+
+        A trial that does not compile for, or fit the memory of, one of these is infeasible for the search
+        (an Optuna constraint). The other profiles are *reported*: every trial is still timed, built and
+        checked for them, and marked when it does not fit (``nas select --profile`` and the per-profile
+        fronts use that), but it does not steer the search. Otherwise a host + phone + MCU campaign would
+        drop every host-sized student and drive NSGA-II to MCU-sized ones.
+        """
+        named = {o.profile for o in self.objectives if o.profile} | {c.profile for c in self.constraints if c.profile}
+        return [p for p in self.profiles if p in named] or list(self.profiles)
+
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:
         names = [o.name for o in self.objectives]

@@ -102,12 +102,13 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         NasUserError: For an unknown profile, a campaign without complete trials, or when no trial meets
             the limits (the message names the closest trial and the limit to relax).
     """
-    from nas.report.pareto import axis_values, complete_trials, front_numbers
+    from nas.report.pareto import axis_values, complete_trials, front_numbers, usable_on
 
     if criteria.profile not in config.profiles:
         raise NasUserError(f"--profile '{criteria.profile}' is not a profile of campaign {config.name}; choose one of {', '.join(config.profiles)}.")
     rows: dict[int, dict[str, Any]] = {}
-    feasible_trials = [t for t in complete_trials(study) if t.user_attrs.get("feasible", True)]
+    # Usable on this profile: the campaign's constraints and this device's fit, not the other devices'.
+    feasible_trials = [t for t in complete_trials(study) if usable_on(t, config, criteria.profile)]
     # Supernet-scored (inherited) accuracies rank candidates but are not what training gives; once some trials
     # were trained stand-alone (promoted), choose among those only.
     standalone = [t for t in feasible_trials if t.user_attrs.get("fidelity", "standalone") == "standalone"]
@@ -118,6 +119,9 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         if values["latency_ms"] is not None:
             rows[number] = {**values, "latency": trial.user_attrs["metrics"]["latency"][criteria.profile]}
     if not rows:
+        if complete_trials(study):
+            raise NasUserError(f"no complete trial of campaign {config.name} can ship on {criteria.profile}: none meets the "
+                               "campaign's constraints and fits that device; 'nas status' says why each was infeasible.")
         raise NasUserError(f"campaign {config.name} has no complete trial with a latency on {criteria.profile}; run or resume the search first.")
     feasible = [n for n, r in rows.items() if not any(criteria.violations(r).values())]
     if not feasible:
@@ -133,7 +137,7 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
     limits = ", ".join(text.format(v) for text, v in (("latency ≤ {:g} ms", criteria.max_latency_ms), ("accuracy ≥ {:g}", criteria.min_accuracy),
                                                      ("size ≤ {:g} KiB", criteria.max_size_kb)) if v is not None)
     reasons = [
-        f"{len(feasible)} of {len(rows)} complete feasible trials meet " + (f"{limits} on {criteria.profile}." if limits else "the limits (none given)."),
+        f"{len(feasible)} of {len(rows)} complete trials that can ship on {criteria.profile} meet " + (f"{limits}." if limits else "the limits (none given)."),
         f"Chose {_describe(best, rows[best])}: the most accurate of them"
         + (", ties broken by latency then size." if len(ranked) > 1 else "."),
         f"It is {'on' if best in on_front else 'off'} the accuracy-latency Pareto front of {criteria.profile}.",
@@ -196,13 +200,15 @@ def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Modul
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is None:
         raise NasUserError(f"{campaign_dir}: campaign {config.name} has no trial {number}; 'nas status {campaign_dir}' lists them.")
+    if "repeat_of" in trial.user_attrs:  # its numbers are the source trial's: rebuild that one
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.user_attrs["repeat_of"])
     if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
         raise NasUserError(f"{campaign_dir}: trial {number} is {trial.state.name}, not COMPLETE; pick a complete trial.")
     steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
     ctx = build_context(config, Output(quiet=True))
     candidate = Candidate.from_dict(trial.user_attrs["candidate"])
     inherited = trial.user_attrs.get("fidelity") == "supernet"
-    return rebuild_student(candidate, ctx, config.seed + number, steps, inherited=inherited), candidate
+    return rebuild_student(candidate, ctx, config.seed + trial.number, steps, inherited=inherited), candidate
 
 
 @dataclass

@@ -10,10 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 
-# Teachers fine-tuned by tests are cached here, so a second test run (and every test after the first in a
-# run) reuses them. A fresh clone starts empty, which is what CI sees.
-os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+def pytest_configure(config):
+    """Teachers fine-tuned by tests are cached in the repo's .pytest_cache, so a second test run (and every
+    test after the first in a run) reuses them; a fresh clone starts empty, which is what CI sees. Set here,
+    not at import, so a benchmark importing :func:`small_campaign_dict` keeps the user's cache."""
+    os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def small_campaign_dict(**overrides) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -163,3 +165,41 @@ def test_ray_executor_runs_jobs_in_parallel_and_returns_errors():
         assert len(errors) == 1 and isinstance(errors[0], statistics.StatisticsError), errors
     finally:
         ex.shutdown()
+
+
+def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again(tmp_path, monkeypatch):
+    """A one-point space: every proposal after the first repeats it, takes its values without training and does
+    not count toward n_trials; after MAX_CONSECUTIVE_REPEATS of them in a row the search stops as exhausted."""
+    import nas.search.campaign as campaign
+    import nas.search.objective as objective
+    from nas.report.pareto import complete_trials, front_trials
+
+    space = tmp_path / "one_point.yaml"
+    space.write_text(
+        "name: one-point\n"
+        "architecture:\n  n_layers: 1\n  hidden_size: 64\n  per_layer: false\n"
+        "  blocks:\n    type: transformer\n    transformer: {heads: 2, ffn_size: 128}\n"
+        "compression:\n  prune_rate: 0.0\n  weight_bits: 32\n"
+        "distill:\n  alpha: 0.5\n  temperature: 2.0\n"
+    )
+    real, calls = objective.evaluate_candidate, []
+
+    def counted(candidate, ctx, seed=0):
+        calls.append(seed)
+        return real(candidate, ctx, seed)
+
+    monkeypatch.setattr(objective, "evaluate_candidate", counted)
+    monkeypatch.setattr(campaign, "MAX_CONSECUTIVE_REPEATS", 5)
+    config = CampaignConfig.model_validate(small_campaign_dict(n_trials=3, name="repeats", space=str(space)))
+    result = run_campaign(config, tmp_path / "c", out=Output(quiet=True))
+    assert result.n_complete == 1
+    study, config = load_study(tmp_path / "c")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(calls) == 1 and len(trials) == 6
+    assert [t.user_attrs.get("repeat_of") for t in trials] == [None, 0, 0, 0, 0, 0]
+    assert all(t.values == trials[0].values for t in trials)
+    assert [t.number for t in complete_trials(study)] == [0]
+    assert [t.number for t in front_trials(study, config)] == [0]
+    status = subprocess.run([sys.executable, "-m", "nas.cli", "status", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    text = " ".join(status.stdout.split())  # rich wraps long lines
+    assert "1/3 trials finished (1 complete" in text and "5 repeated proposals of finished candidates" in text

@@ -81,7 +81,7 @@ def test_sigkill_of_the_driver_then_resume_keeps_every_completed_trial(tmp_path)
 
 
 def _eat_memory(candidate, ctx, seed=0):
-    """Allocates 2 GiB: fine for this machine, fatal under a 768 MiB trial bound."""
+    """Allocates 2 GiB: fine for this machine, fatal under a 1,536 MiB trial bound."""
     import torch
 
     block = torch.ones(2 * 1024**3 // 4, dtype=torch.float32)
@@ -103,7 +103,7 @@ def test_raising_and_out_of_memory_trials_fail_with_reasons_and_the_campaign_fin
 
     monkeypatch.setattr(objective, "evaluate_candidate", misbehaving)
     config = CampaignConfig.model_validate(
-        small_campaign_dict(n_trials=3, name="faulty", executor={"memory_mib_per_trial": 768})
+        small_campaign_dict(n_trials=3, name="faulty", executor={"memory_mib_per_trial": 1536})
     )
     result = run_campaign(config, tmp_path / "c", out=Output(quiet=True))
     assert (result.n_complete, result.n_failed) == (1, 2)
@@ -111,7 +111,7 @@ def test_raising_and_out_of_memory_trials_fail_with_reasons_and_the_campaign_fin
     status = _nas("status", str(tmp_path / "c"))
     assert status.returncode == 0
     assert "trial 0 FAILED: RuntimeError: boom in trial" in status.stdout
-    assert "trial 1 FAILED: MemoryError: the trial needed more than its memory bound of 768 MiB" in status.stdout
+    assert "trial 1 FAILED: MemoryError: the trial needed more than its memory bound of 1536 MiB" in status.stdout
 
     from mlflow.tracking import MlflowClient
 

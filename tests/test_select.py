@@ -18,19 +18,55 @@ def _latency(ms: float) -> dict:
             "repeats": 3, "number": 1, "threads": 1, "is_measured": True, "is_tuned": False, "target": "", "note": ""}
 
 
+def _toy_study(rows, constraint_name: str) -> optuna.Study:
+    """Trials as the driver records them: (accuracy, latency ms, size bytes, constraint value, fits the MCU)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i, (acc, ms, size, violation, fits_mcu) in enumerate(rows):
+        feasibility = {"mcu-m4": {"profile": "mcu-m4", "is_feasible": fits_mcu}}
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, ms], system_attrs={f"constraints:{constraint_name}": violation},
+            user_attrs={"candidate": {"n_layers": i + 1}, "feasible": violation <= 0 and fits_mcu,
+                        "metrics": {"accuracy": acc, "latency": {"host": _latency(ms), "mcu-m4": _latency(ms * 50)},
+                                    "size_bytes": size, "feasibility": feasibility}}))
+    return study
+
+
 @pytest.fixture
 def study_and_config():
     from nas.config import CampaignConfig
 
-    config = CampaignConfig(name="toy")
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    # (accuracy, latency ms, size bytes); trial 3 is infeasible under the campaign's own constraints
-    for i, (acc, ms, size, feasible) in enumerate([(0.90, 10.0, 400_000, True), (0.85, 4.0, 200_000, True),
-                                                   (0.85, 3.0, 300_000, True), (0.99, 1.0, 100_000, False)]):
-        study.add_trial(optuna.trial.create_trial(
-            values=[acc, ms], user_attrs={"candidate": {"n_layers": i + 1}, "feasible": feasible,
-                                          "metrics": {"accuracy": acc, "latency": {"host": _latency(ms)}, "size_bytes": size}}))
+    config = CampaignConfig(name="toy", constraints=[{"metric": "size_bytes", "max": 800_000}])
+    # trial 3 is infeasible under the campaign's own constraint
+    study = _toy_study([(0.90, 10.0, 400_000, -1.0, True), (0.85, 4.0, 200_000, -1.0, True),
+                        (0.85, 3.0, 300_000, -1.0, True), (0.99, 1.0, 900_000, 100_000.0, True)], config.constraints[0].name)
     return study, config
+
+
+def test_a_student_too_big_for_the_mcu_still_ships_on_the_host():
+    """Device fit is per profile: the search may call trial 0 infeasible (it misses mcu-m4), but it can ship on host."""
+    from nas.config import CampaignConfig
+
+    config = CampaignConfig(name="toy", profiles=["host", "mcu-m4"],
+                            objectives=[{"metric": "accuracy", "direction": "maximize"},
+                                        {"metric": "latency_ms", "profile": "mcu-m4", "direction": "minimize"}])
+    study = _toy_study([(0.90, 10.0, 400_000, -1.0, False), (0.80, 2.0, 100_000, -1.0, True)], "unused")
+    assert choose_trial(study, config, SelectionCriteria("host")).trial == 0
+    assert choose_trial(study, config, SelectionCriteria("mcu-m4")).trial == 1
+    lone = _toy_study([(0.90, 10.0, 400_000, -1.0, False)], "unused")
+    with pytest.raises(NasUserError, match="can ship on mcu-m4"):
+        choose_trial(lone, config, SelectionCriteria("mcu-m4"))
+
+
+def test_device_fit_constrains_the_search_only_for_profiles_it_targets():
+    from nas.config import CampaignConfig
+
+    reported = CampaignConfig(name="toy", profiles=["host", "phone-midrange", "mcu-m4"])
+    assert reported.search_profiles() == ["host"]  # the default objectives name only the host
+    targeted = CampaignConfig(name="toy", profiles=["host", "phone-midrange", "mcu-m4"],
+                              constraints=[{"metric": "flash_bytes", "profile": "mcu-m4", "max": 1_000_000}])
+    assert targeted.search_profiles() == ["host", "mcu-m4"]
+    unnamed = CampaignConfig(name="toy", profiles=["host", "mcu-m4"], objectives=[{"metric": "accuracy", "direction": "maximize"}])
+    assert unnamed.search_profiles() == ["host", "mcu-m4"]
 
 
 def test_choice_is_most_accurate_within_limits(study_and_config):
@@ -38,7 +74,7 @@ def test_choice_is_most_accurate_within_limits(study_and_config):
     assert choose_trial(study, config, SelectionCriteria("host")).trial == 0
     choice = choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5))
     assert choice.trial == 2  # ties with trial 1 on accuracy, faster
-    assert "2 of 3 complete feasible trials meet latency ≤ 5 ms" in choice.reasons[0]
+    assert "2 of 3 complete trials that can ship on host meet latency ≤ 5 ms" in choice.reasons[0]
     assert "Chose trial 2" in choice.reasons[1]
     assert choose_trial(study, config, SelectionCriteria("host", max_latency_ms=5, max_size_kb=250)).trial == 1
 

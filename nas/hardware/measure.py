@@ -189,8 +189,6 @@ def measure_onnxruntime(
     Returns:
         A measured result with ``is_tuned=True`` (ORT's kernels are hand-optimised for the CPU).
     """
-    import onnxruntime as ort
-
     _check_counts(repeats, number, warmup)
     threads = profile.resolved_cores()
     with tempfile.TemporaryDirectory(prefix="lightnas-onnx-") as tmp:
@@ -200,15 +198,45 @@ def measure_onnxruntime(
             from nas.compress.quantize import onnxruntime_dynamic_int8
 
             path = onnxruntime_dynamic_int8(path, Path(tmp) / "model-int8.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # threads inside one op (GEMMs): the profile's cores
-        options.inter_op_num_threads = 1  # the graph is a chain; parallel branches would only oversubscribe
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(path, threads)
+    backend = "onnxruntime-int8" if int8 else "onnxruntime"
+    return time_onnxruntime(session, example_inputs, profile, repeats, number, warmup, backend=backend)
+
+
+def onnxruntime_session(model: str | Path | bytes, threads: int) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads, set up as every lightnas timing sets it up.
+
+    ``model`` is an ``.onnx`` path or its bytes. The whole model is read into the session, so the file may
+    be deleted afterwards.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # threads inside one op (GEMMs): the profile's cores
+    options.inter_op_num_threads = 1  # the graph is a chain; parallel branches would only oversubscribe
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
+
+
+def time_onnxruntime(
+    session: Any,
+    example_inputs: tuple[torch.Tensor, ...],
+    profile: HardwareProfile,
+    repeats: int = 10,
+    number: int = 5,
+    warmup: int = 2,
+    backend: str = "onnxruntime",
+) -> LatencyResult:
+    """Time an existing ONNX Runtime session (see :func:`onnxruntime_session`) on ``example_inputs``.
+
+    Keeping sessions lets a benchmark time many models in interleaved passes, so that a slow spell of a
+    shared machine hits every model a little instead of a few models a lot.
+    """
+    _check_counts(repeats, number, warmup)
     feeds = {meta.name: x.detach().cpu().numpy() for meta, x in zip(session.get_inputs(), example_inputs)}
     repeat_ms = _time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
-    backend = "onnxruntime-int8" if int8 else "onnxruntime"
+    threads = session.get_session_options().intra_op_num_threads
     return summarize(repeat_ms, profile=profile.name, backend=backend, number=number, threads=threads, is_tuned=True)
 
 

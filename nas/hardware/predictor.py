@@ -149,6 +149,14 @@ class LatencyPredictor:
         """
         if profile.is_mcu:
             return estimate_mcu_ms(graph, profile, weight_bits)
+        return self.predict_features_ms(features(graph, weight_bits), profile)
+
+    def predict_features_ms(self, row: dict[str, float], profile: HardwareProfile) -> float:
+        """Predicted latency in milliseconds from a graph's :func:`features` (not for MCUs: they need MACs).
+
+        Raises:
+            ValueError: If the profile lacks the peaks the transfer needs.
+        """
         cal = self.calibration
         peak = profile.peak
         if profile.latency.method == "local":
@@ -162,7 +170,6 @@ class LatencyPredictor:
             int_scale = cal.host_fp32_gflops / (peak.int8_gops or peak.fp32_gflops)
             mem_scale = cal.host_bandwidth_gbs / peak.bandwidth_gbs
             clock_scale = cal.host_clock_mhz / peak.clock_mhz if peak.clock_mhz else 1.0
-        row = features(graph, weight_bits)
         seconds = sum(cal.s_per_flop[c] * row[f"flops_{c}"] * compute_scale for c in COMPUTE_CATEGORIES)
         seconds += cal.s_per_flop["matmul"] * row["flops_matmul_int"] * int_scale
         seconds += cal.s_per_byte * row["bytes"] * mem_scale

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from nas.report.pareto import (
     axis_values,
     complete_trials,
+    fits_profile,
     flatten,
     front_numbers,
     hypervolume_history,
@@ -74,7 +75,7 @@ def baselines(study: optuna.Study) -> list[dict[str, Any]]:
 def _front_figure(trials: list[FrozenTrial], profile: str, cost: str, refs: list[dict[str, Any]], title: str) -> go.Figure:
     import plotly.graph_objects as go
 
-    front = front_numbers(trials, profile, cost)
+    front = front_numbers([t for t in trials if fits_profile(t, profile)], profile, cost)  # what can ship there
     fig = go.Figure()
     plotted = [t for t in trials if axis_values(t, profile)[cost] is not None]
     for is_measured in (True, False):

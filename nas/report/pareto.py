@@ -23,20 +23,20 @@ if TYPE_CHECKING:
 
 
 def front_trials(study: optuna.Study, config: CampaignConfig) -> list[FrozenTrial]:
-    """The study's Pareto-optimal feasible trials, at one fidelity.
+    """The study's Pareto-optimal feasible trials, at one fidelity, each candidate once.
 
-    A campaign scored one way keeps Optuna's own ``best_trials``. When supernet-scored (inherited) and
-    stand-alone trained trials are mixed, their accuracies do not compare, so the front is taken over the
-    stand-alone (promoted) trials alone.
+    When supernet-scored (inherited) and stand-alone trained trials are mixed, their accuracies do not
+    compare, so the front is taken over the stand-alone (promoted) trials alone. Repeats (a sampler's
+    second proposal of a finished candidate, told the first one's values: ``repeat_of``) are left out.
+    Otherwise this is Optuna's ``best_trials``: feasible trials no other feasible trial dominates.
     """
     import numpy as np
     from optuna.study._multi_objective import _is_pareto_front
 
     complete = complete_trials(study)
     standalone = [t for t in complete if t.user_attrs.get("fidelity", "standalone") == "standalone"]
-    if len(standalone) == len(complete) or not standalone:
-        return study.best_trials
-    feasible = [t for t in standalone if t.user_attrs.get("feasible", True)]
+    pool = standalone if standalone else complete
+    feasible = [t for t in pool if t.user_attrs.get("feasible", True)]
     if not feasible:
         return []
     signs = [-1.0 if o.direction == "maximize" else 1.0 for o in config.objectives]
@@ -75,11 +75,15 @@ def write_pareto_json(pareto: list[dict[str, Any]], path: Path) -> None:
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that recorded metrics, in trial-number order."""
+    """Complete trials that recorded metrics, in trial-number order, each candidate once.
+
+    A repeat (a sampler's second proposal of a finished candidate, told that trial's values without running,
+    user attribute ``repeat_of``) is left out: it would list one measured point twice.
+    """
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((t for t in trials if "metrics" in t.user_attrs), key=lambda t: t.number)
+    return sorted((t for t in trials if "metrics" in t.user_attrs and "repeat_of" not in t.user_attrs), key=lambda t: t.number)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -113,6 +117,25 @@ def peak_memory_mib(metrics: dict[str, Any], profile: str) -> float | None:
         scale = {"bytes": 1 / 2**20, "kib": 1 / 1024, "mib": 1.0}.get(key.rsplit("_", 1)[-1].lower(), 1.0)
         return float(value) * scale
     return None
+
+
+def fits_profile(trial: FrozenTrial, profile: str) -> bool:
+    """Whether the trial's student compiles for ``profile`` and fits its memory (True where nothing was checked)."""
+    verdict = (trial.user_attrs.get("metrics") or {}).get("feasibility", {}).get(profile)
+    return verdict is None or bool(verdict.get("is_feasible", True))
+
+
+def usable_on(trial: FrozenTrial, config: CampaignConfig, profile: str) -> bool:
+    """A model that can ship on ``profile``: it meets the campaign's own constraints and fits that device.
+
+    Unlike the trial's ``feasible`` (the search's verdict, over every profile the search targets), a
+    student too big for the MCU is still usable on the host.
+    """
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    names = {f"{_CONSTRAINTS_KEY}:{c.name}" for c in config.constraints}
+    meets = all(v <= 0 for k, v in trial.system_attrs.items() if k in names)
+    return meets and fits_profile(trial, profile)
 
 
 def axis_values(trial: FrozenTrial, profile: str) -> dict[str, float | None]:

@@ -105,13 +105,40 @@ def _stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
 def make_storage(config: CampaignConfig, paths: CampaignPaths) -> Any:
     """The study's storage: SQLite in the folder (default), Optuna's journal file, or a database URL."""
     if config.storage is None:
-        return paths.storage_url
+        return sqlite_storage(paths.root / STUDY_FILE)
     if config.storage == "journal":
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(str(paths.journal)))
     return config.storage
+
+
+def sqlite_storage(path: Path) -> Any:
+    """Optuna storage on a local SQLite file in WAL mode with ``synchronous=NORMAL``.
+
+    SQLite's default (rollback journal, an fsync per commit) cost the driver 0.85–1.2 s per trial here;
+    WAL with ``synchronous=NORMAL`` measured 3–8× less (benchmarks/scaling.py, storage part). A killed
+    process still loses nothing committed; only a power cut or OS crash may lose the last commits, which
+    ``nas resume`` re-runs. WAL needs a local file system (not NFS), like SQLite's locking already does.
+    """
+    import sqlite3
+
+    from optuna.storages import RDBStorage
+    from sqlalchemy import event
+
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:  # the journal mode is stored in the file: set it before Optuna opens it
+        db.execute("PRAGMA journal_mode=WAL")
+    storage = RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+    event.listen(storage.engine, "connect", _synchronous_normal)  # per connection, so reopen them all
+    storage.engine.dispose()
+    return storage
+
+
+def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def make_executor(config: CampaignConfig, campaign_dir: Path, ray_address: str | None = None) -> Executor:
@@ -307,7 +334,7 @@ def _n_finished(study: optuna.Study) -> int:
     return sum(
         1
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
-        if not (t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate"))
+        if not (t.user_attrs.get("interrupted") or t.user_attrs.get("duplicate") or "repeat_of" in t.user_attrs)
     )
 
 
@@ -375,10 +402,15 @@ def run_campaign(
         storage=make_storage(config, paths),
         directions=[o.direction for o in config.objectives],
         sampler=make_sampler(config.sampler, config.seed, len(config.objectives),
-                             # device feasibility (compiles, fits flash/SRAM) is a constraint for non-host profiles
-                             constrained=bool(config.constraints) or any(p != "host" for p in config.profiles)),
+                             # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
+                             constrained=bool(config.constraints) or any(p != "host" for p in config.search_profiles())),
         load_if_exists=resume,
     )
+    if resume and study.trials:
+        # A sampler rebuilt with the same seed would replay its first proposals (NSGA-II's first generation is
+        # seeded random sampling), which are all finished: continue from a seed this study has not used.
+        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), len(config.objectives),
+                                     constrained=bool(config.constraints) or any(p != "host" for p in config.search_profiles()))
     with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2, and stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.name for o in config.objectives])
@@ -442,7 +474,7 @@ def run_campaign(
         study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
     if tracker.n_pending:
         out.warn(f"{tracker.n_pending} MLflow record(s) wait in {paths.mlflow_pending}; 'nas resume {paths.root}' sends them")
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if "repeat_of" not in t.user_attrs]
     return CampaignResult(
         paths=paths,
         study_name=config.name,
@@ -468,6 +500,8 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
     deadline = time.monotonic() + config.timeout_s if config.timeout_s else None
     shared_ctx = executor.share(ctx)
     pending: dict[Any, tuple[Any, Any, int]] = {}  # job → (trial, candidate, rung index)
+    finished = _finished_by_candidate(study, scorer)
+    repeats = consecutive_repeats = 0
     rung_values = _rung_values_so_far(study, config, rungs)
     done = _n_finished(study)
     best = _best_accuracy(study, config)
@@ -477,7 +511,8 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
         bar = progress.add_task("trials", total=config.n_trials, completed=done, best=_best_text(best))
         while done + len(pending) < config.n_trials or pending:
             out_of_time = deadline is not None and time.monotonic() > deadline
-            while not out_of_time and done + len(pending) < config.n_trials and len(pending) < executor.max_parallel:
+            exhausted = consecutive_repeats >= MAX_CONSECUTIVE_REPEATS
+            while not (out_of_time or exhausted) and done + len(pending) < config.n_trials and len(pending) < executor.max_parallel:
                 trial = study.ask()
                 candidate = space.sample(trial)
                 trial.set_user_attr("candidate", candidate.to_dict())
@@ -487,6 +522,14 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
                     trial.set_user_attr("duplicate", True)
                     study.tell(trial, state=optuna_state("FAIL"))
                     continue
+                source = finished.get(_identity(candidate.to_dict()))
+                if source is not None:  # a point already scored at this fidelity: its numbers, not a second run
+                    _tell_repeat(study, trial, source)
+                    repeats += 1
+                    consecutive_repeats += 1
+                    exhausted = consecutive_repeats >= MAX_CONSECUTIVE_REPEATS
+                    continue
+                consecutive_repeats = 0
                 job = executor.submit(run_trial, candidate, shared_ctx, config.seed + trial.number, rungs[0], scorer)
                 pending[job] = (trial, candidate, 0)
             if not pending:
@@ -504,12 +547,66 @@ def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Ou
                     _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung], pruned=True)
                 else:
                     _tell(study, trial, candidate, outcome, tracker, config, out, steps=rungs[rung], fidelity=scorer)
+                    if outcome.error is None:
+                        finished.setdefault(_identity(candidate.to_dict()), study._storage.get_trial(trial._trial_id))
                 done += 1
                 if outcome.error is None and rung + 1 == len(rungs):
                     best = max(best or 0.0, outcome.result.accuracy)
                 progress.update(bar, completed=done, best=_best_text(best))
+    if repeats:
+        out.info(f"{repeats} proposal(s) repeated a finished candidate and took its values without running (repeat_of)")
+    if consecutive_repeats >= MAX_CONSECUTIVE_REPEATS:
+        out.warn(f"the sampler proposed only finished candidates {MAX_CONSECUTIVE_REPEATS} times in a row: the space looks "
+                 f"exhausted, so the search stopped at {done} of {config.n_trials} trials")
     if scorer == "supernet" and config.fidelity.promote_top and not (deadline is not None and time.monotonic() > deadline):
         _promote(study, space, shared_ctx, executor, tracker, config, out)
+
+
+# Proposals in a row that only repeat finished candidates before a search is called exhausted (a small
+# discrete space, fully explored); each costs an ask and a tell, no training.
+MAX_CONSECUTIVE_REPEATS = 100
+
+
+def _identity(candidate: dict[str, Any]) -> str:
+    return json.dumps(candidate, sort_keys=True)
+
+
+def _finished_by_candidate(study, scorer: str) -> dict[str, Any]:
+    """COMPLETE trials scored by ``scorer`` at the full budget, by candidate: what a repeated proposal reuses.
+
+    Promoted trials and repeats themselves are left out (a repeat points at its source).
+    """
+    from optuna.trial import TrialState
+
+    found: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = t.user_attrs
+        if attrs.get("fidelity", "standalone") == scorer and "candidate" in attrs and "repeat_of" not in attrs \
+                and "promoted_from" not in attrs:
+            found.setdefault(_identity(attrs["candidate"]), t)
+    return found
+
+
+def _tell_repeat(study, trial, source) -> None:
+    """Tell ``trial`` the values of ``source``, an earlier trial of the same candidate, without running it.
+
+    Samplers re-propose finished points (NSGA-II's crossover and mutation of a small discrete space often
+    do; Optuna's FAQ suggests returning the stored value). Training it again would cost a full trial for a
+    second noisy reading of the same number. Instead the sampler learns the known value; the trial does not
+    count toward ``n_trials`` (the budget buys new candidates), and reports leave it out (``repeat_of``),
+    so no point is listed twice.
+    """
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    for key in ("metrics", "feasible", "infeasible_reason", "fidelity", "fidelity_steps"):
+        if key in source.user_attrs:
+            trial.set_user_attr(key, source.user_attrs[key])
+    trial.set_user_attr("repeat_of", source.number)
+    prefix = f"{_CONSTRAINTS_KEY}:"
+    for key, value in source.system_attrs.items():
+        if key.startswith(prefix):
+            trial.set_constraint(key[len(prefix):], value)
+    study.tell(trial, list(source.values))
 
 
 def _promote(study, space, shared_ctx, executor, tracker, config: CampaignConfig, out: Output) -> None:
@@ -610,7 +707,8 @@ def _tell(study, trial, candidate, outcome, tracker, config: CampaignConfig, out
     values = _objective_values(metrics, config)
     trial.set_user_attr("metrics", metrics.to_dict())
     violations = {c.name: c.violation(metrics.objective(c.metric, c.profile)) for c in config.constraints}
-    violations.update(metrics.hardware_constraints())  # fits@<profile>: compiles for and fits each device
+    searched = set(config.search_profiles())  # fits@<profile>: compiles for and fits each device the search targets
+    violations.update({k: v for k, v in metrics.hardware_constraints().items() if k.split("@", 1)[1] in searched})
     for name, v in violations.items():
         trial.set_constraint(name, v)
     feasible = all(v <= 0 for v in violations.values())

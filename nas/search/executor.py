@@ -25,6 +25,24 @@ class Outcome:
     error: BaseException | None = None
 
 
+# Libraries a trial imports lazily whose import maps hundreds of MiB of address space (TVM with LLVM, ONNX
+# Runtime, transformers). They are imported before the bound is set: an import that fails half-way under
+# RLIMIT_AS leaves the module broken for the rest of the process (TVM then lacks ``RegisterOpAttr`` and every
+# later trial fails), and a real campaign's first trial would otherwise import them under its bound.
+_HEAVY_MODULES = ("torch", "tvm", "tvm.relax", "tvm.relax.frontend.torch", "tvm.s_tir.analysis", "onnxruntime",
+                  "onnxruntime.quantization", "transformers")
+
+
+def _import_heavy_modules() -> None:
+    import importlib
+
+    for name in _HEAVY_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional backend missing here fails inside the trial, with its own message
+            pass
+
+
 def call_with_memory_bound(limit_mib: int | None, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` allowing it about ``limit_mib`` MiB of address space beyond what the process holds.
 
@@ -38,6 +56,7 @@ def call_with_memory_bound(limit_mib: int | None, fn: Callable[..., Any], *args:
 
     import psutil
 
+    _import_heavy_modules()
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     bound = psutil.Process().memory_info().vms + limit_mib * 1024 * 1024
     if hard != resource.RLIM_INFINITY:
