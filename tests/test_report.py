@@ -68,6 +68,13 @@ def test_the_front_compares_one_fidelity():
     assert [r["pareto"] for r in trial_table(mixed, config)] == [False, True, True, True]
     single = _synthetic_study(points)
     assert [t.number for t in front_trials(single, config)] == [0]
+    # the report's plot agrees: trial 0 is drawn apart, and the drawn front is 1, 2, 3
+    from nas.report.html import report_figures
+
+    figure = report_figures(mixed, config, importances={})["front-latency-host"]
+    by_name = {trace.name: trace for trace in figure.data}
+    assert list(by_name["supernet-scored (inherited accuracy; not on the front)"].y) == [0.95]
+    assert sorted(by_name["Pareto front"].y) == [0.70, 0.80, 0.85]
 
 
 def test_trial_table_flattens_any_candidate():

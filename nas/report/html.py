@@ -47,7 +47,8 @@ def _latency_label(lat: dict[str, Any]) -> str:
 def _hover(trial: FrozenTrial, profile: str) -> str:
     metrics = trial.user_attrs["metrics"]
     lat = metrics.get("latency", {}).get(profile)
-    lines = [f"trial {trial.number}", f"accuracy {metrics['accuracy']:.4f}"]
+    lines = [f"trial {trial.number}", f"accuracy {metrics['accuracy']:.4f}"
+             + (" (inherited from the supernet)" if _fidelity(trial) == "supernet" else "")]
     if lat:
         lines.append(f"{profile}: {_latency_label(lat)}")
     lines.append(f"{metrics.get('size_bytes', 0) / 1024:.1f} KiB")
@@ -75,12 +76,25 @@ def baselines(study: optuna.Study) -> list[dict[str, Any]]:
 def _front_figure(trials: list[FrozenTrial], profile: str, cost: str, refs: list[dict[str, Any]], title: str) -> go.Figure:
     import plotly.graph_objects as go
 
-    front = front_numbers([t for t in trials if fits_profile(t, profile)], profile, cost)  # what can ship there
+    # Inherited (supernet-scored) accuracies do not compare with trained ones: once some trials were trained
+    # stand-alone, the front is theirs (as in pareto.json) and the inherited ones are drawn apart.
+    mixed = {_fidelity(t) for t in trials} == {"standalone", "supernet"}
+    comparable = [t for t in trials if not mixed or _fidelity(t) == "standalone"]
+    front = front_numbers([t for t in comparable if fits_profile(t, profile)], profile, cost)  # what can ship there
     fig = go.Figure()
     plotted = [t for t in trials if axis_values(t, profile)[cost] is not None]
+    screened = [t for t in plotted if mixed and _fidelity(t) != "standalone"]
+    if screened:
+        fig.add_trace(go.Scatter(
+            x=[axis_values(t, profile)[cost] for t in screened], y=[axis_values(t, profile)["accuracy"] for t in screened],
+            mode="markers", marker={"color": _GREY, "size": 8, "symbol": "x-thin-open", "line": {"width": 1, "color": _GREY}},
+            name="supernet-scored (inherited accuracy; not on the front)", text=[_hover(t, profile) for t in screened],
+            hoverinfo="text",
+        ))
     for is_measured in (True, False):
         for on_front in (False, True):
-            group = [t for t in plotted if (t.number in front) == on_front and _is_measured(t, profile, cost) == is_measured]
+            group = [t for t in plotted if t not in screened and (t.number in front) == on_front
+                     and _is_measured(t, profile, cost) == is_measured]
             if not group:
                 continue
             fig.add_trace(go.Scatter(
@@ -106,6 +120,10 @@ def _front_figure(trials: list[FrozenTrial], profile: str, cost: str, refs: list
     fig.update_layout(title=title, xaxis_title=_AXES[cost].format(profile=profile), yaxis_title="validation accuracy",
                       template="plotly_white", legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+def _fidelity(trial: FrozenTrial) -> str:
+    return trial.user_attrs.get("fidelity", "standalone")
 
 
 def _is_measured(trial: FrozenTrial, profile: str, cost: str) -> bool:
