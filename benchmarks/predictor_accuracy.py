@@ -1,8 +1,10 @@
 """Validate the latency predictor on the host: fit on some random candidates, predict ≥ 50 others.
 
 For random shapes of the default search space (layers, hidden, heads, FFN), this script builds a
-BERT-shaped classifier, summarises its fused TVM graph, and measures it on the host with TVM (untuned
-by default; ``--backend onnxruntime`` times ONNX Runtime instead). The predictor is fitted on the first
+BERT-shaped classifier, summarises its fused TVM graph, and measures it on the host with each
+``--backend``: ONNX Runtime, TVM scheduled from the shared MetaSchedule database (``tvm-tuned``, tuning
+the workloads it lacks with ``--tune-trials`` each: from an empty database, hours for the default space
+here), or untuned TVM. The predictor is fitted on the first
 ``--n-fit`` candidates and scored on the next ``--n-val`` (held out): the share of predictions within
 ±10 % and ±20 % of measured, and Spearman's ρ. Raw measurements and each candidate's predictor features go
 to the JSON too, so the fit can be redone offline.
@@ -84,8 +86,12 @@ def sample_shapes(n: int, seed: int) -> list[dict]:
     return shapes
 
 
-def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path, target_repeat_ms: float) -> dict:
+def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path, target_repeat_ms: float,
+                tuner=None) -> dict:
     """Build one candidate for timing: its fused graph, and per backend a ``time(repeats)`` callable.
+
+    ``tvm-tuned`` schedules the build from the shared MetaSchedule database (``tuner``, a
+    :class:`nas.hardware.tuning.MetaScheduleTuner`), tuning the workloads it does not hold yet.
 
     Each backend's runs per repeat (``number``) are chosen so a repeat lasts about ``target_repeat_ms``:
     sub-millisecond models timed one run at a time are dominated by timer and scheduler jitter.
@@ -102,8 +108,11 @@ def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path
     mod, _ = import_model(model, inputs)
     row = {"shape": shape, "graph": summarize_imported(mod), "timers": {}, "passes": {b: [] for b in backends}}
     for backend in backends:
-        if backend == "tvm-untuned":
-            compiled = build_relax(mod, host, ("int64", "int64"))
+        if backend in ("tvm-untuned", "tvm-tuned"):
+            compiled = build_relax(mod, host, ("int64", "int64"), tuning=tuner if backend == "tvm-tuned" else None)
+            if backend == "tvm-tuned":
+                row["tuning"] = compiled.tuning  # hits, newly tuned, fallbacks, seconds
+                row["is_tuned"] = compiled.is_tuned
             one = measure_tvm(compiled, inputs, host, repeats=3, number=1, warmup=1).min_ms
             number = max(1, math.ceil(target_repeat_ms / one))
             row["timers"][backend] = functools.partial(measure_tvm, compiled, inputs, host, number=number, warmup=1)
@@ -190,9 +199,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats per candidate per pass")
     parser.add_argument("--passes", type=int, default=16, help="round-robin passes over all candidates (even, so they split in halves)")
     parser.add_argument("--repeat-ms", type=float, default=10.0, help="runs per repeat are chosen so a repeat lasts about this long")
-    parser.add_argument("--backend", choices=["tvm-untuned", "onnxruntime"], action="append",
+    parser.add_argument("--backend", choices=["onnxruntime", "tvm-tuned", "tvm-untuned"], action="append",
                         help="what to measure (repeatable); the first one's calibration is the one saved")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tune-trials", type=int, default=8,
+                        help="tvm-tuned: MetaSchedule trials per workload not yet in the shared database")
+    parser.add_argument("--max-new-tasks", type=int, default=None,
+                        help="tvm-tuned: tune at most this many new workloads per candidate (the rest run untuned, reported)")
     parser.add_argument("--statistic", choices=["min", "median"], default="min",
                         help="which per-candidate figure the predictor is fitted on and scored against: the fastest "
                              "repeat (robust to other processes on a shared machine) or the median")
@@ -224,11 +237,16 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"host peaks (measured): {gflops:.1f} GFLOP/s fp32 SGEMM, {bandwidth:.1f} GB/s copy; load {load_before}", flush=True)
     backends = args.backend or ["onnxruntime", "tvm-untuned"]
+    tuner = None
+    if "tvm-tuned" in backends:
+        from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
+
+        tuner = MetaScheduleTuner(TuningSettings(trials_per_task=args.tune_trials, max_new_tasks=args.max_new_tasks))
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lightnas-predictor-") as work:
         for i, shape in enumerate(sample_shapes(args.n_fit + args.n_val, args.seed)):
-            rows.append(prepare_one(shape, backends, args.seq_len, host, Path(work), args.repeat_ms))
+            rows.append(prepare_one(shape, backends, args.seq_len, host, Path(work), args.repeat_ms, tuner))
             print(f"[{i + 1}/{args.n_fit + args.n_val}] {shape} prepared ({rows[-1]['prepare_s']:.1f} s, "
                   f"load {os.getloadavg()[0]:.1f})", flush=True)
     time_passes(rows, backends, args.passes, args.repeats)
@@ -253,6 +271,7 @@ def main() -> None:
         "statistic": args.statistic,
         "repeats": args.repeats,
         "passes": args.passes,
+        **({"tuning": tuning_summary(tuner, rows, args)} if tuner else {}),
         "wall_s": round(wall_s, 1),
         "primary": backends[0],
         **{k: runs[backends[0]][k] for k in ("n", "n_fit", "within_10pct", "within_20pct", "spearman")},
@@ -303,6 +322,17 @@ def write_docs_section(path: Path, block_text: str) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n### Latency predictor accuracy\n\n{block}\n"
     path.write_text(text)
+
+
+def tuning_summary(tuner, rows: list[dict], args) -> dict:
+    """The tvm-tuned run's tuning: seconds, database hits, and how many builds still had untuned workloads."""
+    total = tuner.total.to_dict()
+    untuned = sum(1 for r in rows if not r.get("is_tuned", True))
+    if untuned:
+        print(f"warning: {untuned} of {len(rows)} tvm-tuned builds kept untuned workloads (fallbacks; see each candidate's "
+              "'tuning'): their latencies are not tuned TVM's", flush=True)
+    return {**{k: v for k, v in total.items() if k != "fallback"}, "fallback_workloads": len(total["fallback"]),
+            "trials_per_task": args.tune_trials, "max_new_tasks": args.max_new_tasks, "builds_with_untuned_workloads": untuned}
 
 
 def check_calibrations(summary: dict, paths: list[Path]) -> dict:
@@ -366,7 +396,8 @@ def score(rows, backend, args, host, mcpu, threads, gflops, bandwidth):
              "pass_median_ms": [round(x.median_ms, 5) for x in r["passes"][backend]],
              "runs_per_repeat": r["passes"][backend][0].number,
              "flops": r["graph"].flops, "n_kernels": len(r["graph"].ops), "features": features(r["graph"], 32),
-             "role": "fit" if i < args.n_fit else "validate", "predicted_ms": predicted[i]}
+             "role": "fit" if i < args.n_fit else "validate", "predicted_ms": predicted[i],
+             **({"tuning": r["tuning"], "is_tuned": r["is_tuned"]} if backend == "tvm-tuned" else {})}
             for i, r in enumerate(rows)
         ],
     }
