@@ -135,7 +135,7 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
     """
     from optuna.trial import TrialState
 
-    from nas.report.pareto import pareto_summary
+    from nas.report.pareto import complete_trials, fits_profile, pareto_summary
     from nas.search.campaign import load_study
 
     out = Output(as_json=as_json)
@@ -149,9 +149,13 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
     infeasible = [{"trial": t.number, "reason": t.user_attrs.get("infeasible_reason", "?")} for t in trials
                   if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False and "repeat_of" not in t.user_attrs]
     pareto = pareto_summary(study, config) if counts["COMPLETE"] else []
+    # Profiles the search does not target are reported: say how many trials fit each (nas select uses that).
+    complete = complete_trials(study)
+    searched = config.search_profiles()
+    reported = {p: sum(fits_profile(t, p) for t in complete) for p in config.profiles if p not in searched}
     if as_json:
         out.result(json.dumps({"n_trials": config.n_trials, "states": counts, "repeats": repeats, "failures": failures,
-                               "infeasible": infeasible, "pareto": pareto}, indent=2))
+                               "infeasible": infeasible, "fit_reported_profiles": reported, "pareto": pareto}, indent=2))
         return
     done = counts["COMPLETE"] + counts["PRUNED"] + len(failures)
     out.result(
@@ -165,6 +169,8 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
         out.result(f"  trial {f['trial']} FAILED: {f['reason']}")
     for f in infeasible:
         out.result(f"  trial {f['trial']} infeasible: {f['reason']}")
+    for profile, n in reported.items():
+        out.result(f"  {profile} (reported, not searched): {n} of {len(complete)} complete trials fit it")
     for p in pareto:
         lat = ", ".join(_latency_text(k, v) for k, v in p["latency"].items())
         out.result(f"  pareto trial {p['trial']}: accuracy {p['accuracy']:.3f}, {lat}, {p['size_bytes'] / 1024:.0f} KiB")

@@ -28,7 +28,6 @@ from nas.output import Output
 if TYPE_CHECKING:
     import optuna
     import torch
-    from optuna.trial import FrozenTrial
 
     from nas.candidate import Candidate
     from nas.config import CampaignConfig
@@ -121,7 +120,7 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
     if not rows:
         if complete_trials(study):
             raise NasUserError(f"no complete trial of campaign {config.name} can ship on {criteria.profile}: none meets the "
-                               "campaign's constraints and fits that device; 'nas status' says why each was infeasible.")
+                               "campaign's constraints and fits that device; 'nas status' says which limits they missed.")
         raise NasUserError(f"campaign {config.name} has no complete trial with a latency on {criteria.profile}; run or resume the search first.")
     feasible = [n for n, r in rows.items() if not any(criteria.violations(r).values())]
     if not feasible:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -47,3 +49,5 @@ def test_campaign_over_host_phone_and_mcu(tmp_path):
         # the search targets host and mcu-m4 (named by objectives); the phone is reported, not a constraint
         assert not any("fits@phone-midrange" in k for k in trial.system_attrs)
         assert trial.user_attrs["feasible"] == m4["is_feasible"]
+    status = subprocess.run([sys.executable, "-m", "nas.cli", "status", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert "phone-midrange (reported, not searched): 2 of 2 complete trials fit it" in " ".join(status.stdout.split())
