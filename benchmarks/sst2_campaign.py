@@ -1,13 +1,27 @@
 """SST-2 end to end: a lightnas campaign's Pareto set on GLUE dev, next to the teacher and BERT-Tiny/Mini students.
 
     .venv/bin/python benchmarks/sst2_campaign.py [--train 10000] [--steps 200] [--trials 14] [--mcu-trials 6]
+    .venv/bin/python benchmarks/sst2_campaign.py --train 20000 --steps 1500 --scorer supernet --supernet-steps 1000 \
+        --promote-top 2 --trials 48 --timeout-s 0 --mcu-trials 6 --mcu-timeout-s 840 --torch-threads 1
+        # the recorded settings (run stage by stage with --stages under ``taskset -c 0``, see docs/benchmarks.md)
     .venv/bin/python benchmarks/sst2_campaign.py --quick          # smoke run (22 min at load 8-13) once its teacher is cached; numbers meaningless
     .venv/bin/python benchmarks/sst2_campaign.py --table          # only reprint the table of the last results file
 
-Expected run time with the defaults: ~60-90 min on 2 lightly loaded cores (load ≤ 3), after a teacher
+Expected run time of the recorded settings (``--scorer supernet``), measured 2026-11-29 on one core of the
+reference machine (``taskset -c 0``, ``--torch-threads 1``, load 2-4 from other jobs on the other core):
+teacher fine-tune on 19,000 sentences 13 min (594 steps, 1.3 s/step; cached afterwards), teacher benchmark
+1.5 min; baselines at 1,500 steps 14 min (BERT-Tiny shape 2 min, BERT-Mini shape 12 min: 0.46 s/step);
+supernet 1,000 sandwich steps 10.6 min (0.63 s/step; cached afterwards); 48 supernet-scored trials 1.7 min (~2 s
+each, dev scoring included); a promoted trial ~1 min for a width-64 student, up to ~12-15 min for a 4 x 256 one
+at 1,500 steps (pruned ones add ``steps // 4`` recovery steps); the rebuild check 1 min; the MCU campaign ~2 min
+per 1,500-step trial (13 min for 6). Total 59 min of stages, 43 min with the teacher cached. Short probes picked
+these (one core, load ~3): a 4 x 256 student step 0.36 s (0.46 s in the run), a supernet step 0.44 s (0.63 s in
+the run), an inherited trial 1-3 s.
+
+With the defaults (``--scorer standalone``): ~60-90 min on 2 lightly loaded cores (load ≤ 3), after a teacher
 fine-tune of ~10-25 min the first time (cached afterwards): teacher benchmark ~3 min, baselines ~5 min, ~1.5-2 min
 per campaign trial at 200 steps. On the shared reference machine at load 12-17 (2026-11-29) everything ran
-~8x slower: one 200-step trial took ~14 min, so the recorded run used ``--stages`` to run the baselines and the two
+~8x slower: one 200-step trial took ~14 min, so that run used ``--stages`` to run the baselines and the two
 campaigns as three parallel processes (they share ``--out``), and got few trials.
 
 What it runs, all through the product (nothing here re-implements training, compression or timing):
@@ -21,12 +35,18 @@ What it runs, all through the product (nothing here re-implements training, comp
    steps, batch, learning rate, α = 0.5, T = 2, weights inherited) by ``nas.search.objective.evaluate_candidate``,
    so size and latency are the product's accounting and labels.
 3. **Campaign ``main``.** ``nas.search.campaign.run_campaign`` over ``search_spaces/default.yaml`` for ``host``
-   and a phone profile: maximise validation accuracy, minimise host latency and stored size (NSGA-II).
+   and a phone profile: maximise validation accuracy, minimise host latency and stored size (NSGA-II). With
+   ``--scorer supernet`` (``fidelity.scorer: supernet``, docs/supernet.md) its supernet is trained first (stage
+   ``supernet``, ``build_context``; cached in ``$LIGHTNAS_CACHE``), every trial is scored in seconds by slicing
+   it (latency estimated), and the best ``--promote-top`` non-dominated trials are re-trained stand-alone with
+   ``--steps`` — the baselines' budget — and timed with TVM; the reported front holds only those.
 4. **Campaign ``mcu``.** The same on ``benchmarks/spaces/sst2_mcu.yaml`` (the default space with a trimmed
    4k/8k vocabulary, width ≤ 128, 4/8-bit weights: no default candidate fits 2 MB of flash, see that file)
    for ``host`` and an MCU profile, minimising the MCU's (estimated) latency instead of the host's.
-   A separate campaign, because lightnas marks a trial infeasible when it misses *any* profile's memory, and
-   NSGA-II then steers the whole search to MCU-sized students.
+   Always stand-alone (``--steps`` per trial): a trimmed vocabulary is not elastic, so the supernet scorer refuses this space.
+   A separate campaign, because it searches another space and targets the MCU. (When it was written, lightnas
+   marked a trial infeasible if it missed *any* profile's memory; device fit now constrains only the profiles
+   an objective or constraint names, so one campaign could also report MCU fit for host-sized students.)
 5. **Dev accuracy of each Pareto trial.** Every trial's student is also scored on ``dev.tsv`` as it is built
    (a wrapper around ``train_candidate`` records it; dev never reaches the sampler). The most accurate Pareto
    trial is rebuilt with ``nas.select.rebuild_trial`` (what ``nas select`` does) to check the recorded student
@@ -71,6 +91,7 @@ BASELINES = {  # name: (layers, hidden, heads, ffn) — BERT's shapes: heads of 
     "BERT-Mini": (4, 256, 4, 1024),
 }
 LOG_START = time.perf_counter()
+CORES = os.cpu_count() or 1  # before --torch-threads patches os.cpu_count
 
 
 def log(message: str) -> None:
@@ -88,10 +109,10 @@ def campaign_configs(args: argparse.Namespace) -> dict[str, Any]:
     common = {
         "task": {"name": "sst2", "source": str(SST2), "train": "train.tsv", "test": "dev.tsv",
                  "max_train_examples": args.train, "validation_fraction": args.validation_fraction},
-        "teacher": {"epochs": args.teacher_epochs, "threads": os.cpu_count() or 1},
+        "teacher": {"epochs": args.teacher_epochs, "threads": os.cpu_count() or 1},  # --torch-threads patches cpu_count
         "max_seq_len": SEQ_LEN,
         "sampler": "nsga2",
-        "fidelity": {"steps": args.steps, "batch_size": 32, "lr": 3e-4},
+        "fidelity": standalone_fidelity(args),
         "executor": {"kind": "inprocess"},
         "log_onnx": False,  # saves an ONNX export per trial; ONNX Runtime is still timed as the reference
         # 10 timed repeats of 2 runs (the product's default is 5 runs): a 4 x 256 fp32 student runs ~0.6-0.9 s
@@ -104,7 +125,10 @@ def campaign_configs(args: argparse.Namespace) -> dict[str, Any]:
         "objectives": [{"metric": "accuracy", "direction": "maximize"},
                        {"metric": "latency_ms", "profile": "host", "direction": "minimize"},
                        {"metric": "size_bytes", "direction": "minimize"}],
-        "n_trials": args.trials, "timeout_s": args.timeout_s,
+        "n_trials": args.trials, "timeout_s": args.timeout_s or None,
+        # With --scorer supernet: trials scored by slicing the campaign's supernet, the best --promote-top
+        # non-dominated ones re-trained stand-alone with --steps (the baselines' budget) at the end
+        "fidelity": main_fidelity(args),
         # No cross-compile for the phone: its latency is the predictor's estimate either way, its memory is
         # checked from the graph, and an aarch64 TVM build per trial would cost ~20 % of the trial here
         "latency": {**common["latency"], "check_compile": False},
@@ -114,9 +138,22 @@ def campaign_configs(args: argparse.Namespace) -> dict[str, Any]:
         "objectives": [{"metric": "accuracy", "direction": "maximize"},
                        {"metric": "latency_ms", "profile": args.mcu, "direction": "minimize"},
                        {"metric": "size_bytes", "direction": "minimize"}],
-        "n_trials": args.mcu_trials, "timeout_s": args.mcu_timeout_s,
+        "n_trials": max(1, args.mcu_trials), "timeout_s": args.mcu_timeout_s or None,  # --mcu-trials 0: the stage is skipped
     })
     return {"main": main, "mcu": mcu}
+
+
+def standalone_fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stand-alone student's budget: baselines, stand-alone trials, promoted trials."""
+    return {"steps": args.steps, "batch_size": 32, "lr": 3e-4}
+
+
+def main_fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``main`` campaign's fidelity: stand-alone, or the supernet scorer with promotion (docs/supernet.md)."""
+    if args.scorer == "standalone":
+        return standalone_fidelity(args)
+    return {**standalone_fidelity(args), "scorer": "supernet", "supernet_steps": args.supernet_steps,
+            "recovery_steps": args.recovery_steps, "promote_top": args.promote_top}
 
 
 # ---------------------------------------------------------------------------------------------- dev scores
@@ -181,11 +218,15 @@ def describe(candidate: dict[str, Any]) -> str:
     return f"{' · '.join(parts)} @{arch['hidden_size']}{vocab}"
 
 
-def trial_row(trial: Any, campaign: str, dev: float | None, dev_source: str) -> dict[str, Any]:
+def trial_row(trial: Any, campaign: str, dev: float | None, dev_source: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Pareto trial as a table row; ``source`` is the supernet-scored trial a promoted one came from."""
     metrics, candidate = trial.user_attrs["metrics"], trial.user_attrs["candidate"]
     comp = candidate["compression"]
+    promoted = trial.user_attrs.get("promoted_from")
+    label = f"{campaign} trial {trial.number}" + ("" if promoted is None else f" (promoted from {promoted})")
     return {
-        "row": f"{campaign} trial {trial.number}", "kind": "pareto", "campaign": campaign, "trial": trial.number,
+        "row": label, "kind": "pareto", "campaign": campaign, "trial": trial.number,
+        "fidelity": trial.user_attrs.get("fidelity", "standalone"), "promoted_from": promoted, "inherited": source,
         "shape": describe(candidate), "weight_bits": comp["weight_bits"], "prune_rate": comp["prune_rate"],
         "alpha": candidate["distill"]["alpha"], "temperature": round(candidate["distill"]["temperature"], 3),
         "num_params": metrics["num_params"], "size_bytes": metrics["size_bytes"],
@@ -241,7 +282,11 @@ def stage_baselines(config: Any, task: Any, profiles: list[str], dev: Any) -> li
     from nas.search.campaign import build_context
     from nas.search.objective import evaluate_candidate
 
-    ctx = build_context(config.model_copy(update={"profiles": profiles}), Output(quiet=True), task=task)
+    from nas.config import FidelityConfig
+
+    # the stand-alone budget of a trial (a promoted one with --scorer supernet): the supernet is not needed here
+    fidelity = FidelityConfig.model_validate({k: getattr(config.fidelity, k) for k in ("steps", "batch_size", "lr")})
+    ctx = build_context(config.model_copy(update={"profiles": profiles, "fidelity": fidelity}), Output(quiet=True), task=task)
     rows = []
     with DevScores(dev) as scores:
         for name, (layers, hidden, heads, ffn) in BASELINES.items():
@@ -265,6 +310,28 @@ def stage_baselines(config: Any, task: Any, profiles: list[str], dev: Any) -> li
     return rows
 
 
+def stage_supernet(config: Any, task: Any) -> dict[str, Any]:
+    """Train (or find cached) the ``main`` campaign's supernet, as ``run_campaign`` will: ``build_context``.
+
+    A stage of its own so that its time is recorded apart from the trials'; the campaign then finds it in
+    ``$LIGHTNAS_CACHE`` (same task, teacher, space and settings).
+    """
+    from nas.output import Output
+    from nas.search.campaign import build_context
+    from nas.search.space import load_space
+
+    t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    ctx = build_context(config, Output(), task=task, space=load_space(config.space))
+    meta = json.loads((Path(ctx.supernet_dir) / "meta.json").read_text())
+    losses = meta.get("loss_curve") or []
+    info = {"path": ctx.supernet_dir, "from_cache": meta.get("created", "") < started, "created": meta.get("created"),
+            "train_time_s": round(meta["train_time_s"], 1), "settings": meta.get("settings"), "spec": meta.get("spec"),
+            "loss_first_last": [losses[0], losses[-1]] if losses else None, "stage_wall_s": round(time.perf_counter() - t0, 1),
+            "load_end": round(os.getloadavg()[0], 2)}
+    log(f"supernet {'found in the cache' if info['from_cache'] else 'trained'}: {info['train_time_s']:.0f} s of training, {ctx.supernet_dir}")
+    return info
+
+
 def stage_campaign(name: str, config: Any, root: Path, task: Any, dev: Any, resume: bool) -> dict[str, Any]:
     """Run (or resume) one campaign, scoring every student on dev as it is built; its Pareto set as rows."""
     from nas.output import Output
@@ -281,25 +348,45 @@ def stage_campaign(name: str, config: Any, root: Path, task: Any, dev: Any, resu
     pareto = {entry["trial"] for entry in result.pareto}
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     rows, missing = [], []
+    def dev_of(t: Any) -> float | None:
+        return scores.scores.get((_key(t.user_attrs["candidate"]), config.seed + t.number)) if "candidate" in t.user_attrs else None
+
+    def source_of(t: Any) -> dict[str, Any] | None:  # the supernet-scored trial a promoted trial re-trained
+        number = t.user_attrs.get("promoted_from")
+        if number is None or number not in trials:
+            return None
+        src = trials[number]
+        dev_src = dev_of(src)
+        return {"trial": number, "validation_accuracy": round(src.user_attrs["metrics"]["accuracy"], 4),
+                "dev_accuracy": None if dev_src is None else round(dev_src, 4),
+                "host_ms_estimated": round(src.user_attrs["metrics"]["latency"]["host"]["median_ms"], 4)}
+
     for number in sorted(pareto):
         trial = trials[number]
         key = (_key(trial.user_attrs["candidate"]), config.seed + number)
         if key in scores.scores:
-            rows.append(trial_row(trial, name, scores.scores[key], "scored as built"))
+            rows.append(trial_row(trial, name, scores.scores[key], "scored as built", source_of(trial)))
         else:
             missing.append(number)
     for number in missing:  # resumed: rebuild as `nas select` does
-        rows.append(trial_row(trials[number], name, _rebuild_dev(folder, number, dev)[1], "rebuilt (nas.select.rebuild_trial)"))
+        rows.append(trial_row(trials[number], name, _rebuild_dev(folder, number, dev)[1], "rebuilt (nas.select.rebuild_trial)",
+                              source_of(trials[number])))
     every = [{"trial": t.number, "state": t.state.name, "feasible": t.user_attrs.get("feasible"),
+              "fidelity": t.user_attrs.get("fidelity"), "promoted_from": t.user_attrs.get("promoted_from"),
               "validation_accuracy": t.user_attrs.get("metrics", {}).get("accuracy"),
-              "dev_accuracy": scores.scores.get((_key(t.user_attrs["candidate"]), config.seed + t.number)) if "candidate" in t.user_attrs else None,
+              "dev_accuracy": dev_of(t), "shape": describe(t.user_attrs["candidate"]) if "candidate" in t.user_attrs else None,
+              "weight_bits": t.user_attrs["candidate"]["compression"]["weight_bits"] if "candidate" in t.user_attrs else None,
+              "prune_rate": t.user_attrs["candidate"]["compression"]["prune_rate"] if "candidate" in t.user_attrs else None,
               "size_bytes": t.user_attrs.get("metrics", {}).get("size_bytes"),
               "latency_ms": {p: v["median_ms"] for p, v in t.user_attrs.get("metrics", {}).get("latency", {}).items()},
               "key": t.params.get("candidate_key") or (_key(t.user_attrs["candidate"]) if "candidate" in t.user_attrs else None),
               "fail_reason": t.user_attrs.get("fail_reason"), "infeasible_reason": t.user_attrs.get("infeasible_reason")}
              for t in sorted(trials.values(), key=lambda t: t.number)]
-    log(f"campaign {name}: {result.n_complete} complete, {result.n_failed} failed in {wall:.0f} s; Pareto {sorted(pareto)}")
-    return {"folder": str(folder), "config": config.model_dump(mode="json"), "n_complete": result.n_complete,
+    fidelities = [t.user_attrs.get("fidelity") for t in trials.values() if t.state.name == "COMPLETE"]
+    log(f"campaign {name}: {result.n_complete} complete ({fidelities.count('supernet')} supernet-scored), {result.n_failed} failed "
+        f"in {wall:.0f} s; Pareto {sorted(pareto)}")
+    return {"folder": str(folder), "n_supernet": fidelities.count("supernet"), "n_standalone": len(fidelities) - fidelities.count("supernet"),
+            "load_end": round(os.getloadavg()[0], 2), "config": config.model_dump(mode="json"), "n_complete": result.n_complete,
             "n_failed": result.n_failed, "n_pruned": result.n_pruned, "wall_s": round(wall), "pareto_trials": sorted(pareto),
             "pareto": sorted(rows, key=lambda r: -r["validation_accuracy"]), "trials": every}
 
@@ -370,41 +457,70 @@ def _acc(value: float | None) -> str:
 
 def table(result: dict[str, Any]) -> str:
     phone, mcu = result["profiles"]["phone"], result["profiles"]["mcu"]
-    head = ["model", "shape (layers: block heads/kernel, FFN @ width)", "bits / pruned", "params", "stored size",
-            "val. acc", "**dev acc**", "published test acc", "host TVM", "ORT fp32 host", phone, mcu, f"fits {mcu}"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     campaigns = [result["campaigns"][name] for name in ("main", "mcu") if name in result["campaigns"]]
     rows = [result["teacher"], *result["baselines"]] + [r for c in campaigns for r in c["pareto"]]
+    inherited = any(r.get("inherited") for r in rows)
+    head = ["model", "shape (layers: block heads/kernel, FFN @ width)", "bits / pruned", "params", "stored size",
+            "val. acc", "**dev acc**", "published test acc", "host TVM", "ORT fp32 host", phone, mcu, f"fits {mcu}"]
+    if inherited:
+        head.insert(7, "supernet score val / dev")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         fit = r["fits"].get(mcu)
         fits = "—" if mcu not in r["latency"] else ("yes" if fit and fit["fits"] else "no")
         if fit:
             fits += f" ({fit['flash_bytes'] / 2**20:.2f} MiB flash)"
-        lines.append("| " + " | ".join([
+        cells = [
             r["row"], r["shape"], f"{r['weight_bits']} / {100 * r['prune_rate']:.0f} %", f"{r['num_params'] / 1e6:.2f} M",
             f"{r['size_bytes'] / 2**20:.2f} MiB", _acc(r["validation_accuracy"]), f"**{_acc(r['dev_accuracy'])}**",
             _acc(r["published_test_accuracy"]), _ms(r, "host"), _ms(r, "onnxruntime", reference=True),
             _ms(r, phone), _ms(r, mcu), fits,
-        ]) + " |")
+        ]
+        if inherited:
+            src = r.get("inherited")
+            cells.insert(7, "—" if not src else f"{_acc(src['validation_accuracy'])} / {_acc(src['dev_accuracy'])}")
+        lines.append("| " + " | ".join(cells) + " |")
     small = PUBLISHED["BERT-Small"]
     lines.append(f"| BERT-Small (Turc et al. 2019, published only) | {small['layers']} × {small['hidden']} | — | — | — | — | — | "
-                 f"{_acc(small['test_accuracy'])} | — | — | — | — | — |")
+                 + ("— | " if inherited else "") + f"{_acc(small['test_accuracy'])} | — | — | — | — | — |")
     return "\n".join(lines)
 
 
 def summary(result: dict[str, Any]) -> str:
     """The paragraph above the table: when, where, budget, load, time."""
     b, m, t = result["budget"], result["machine"], result["teacher"]["teacher"]
-    camps = "; ".join(f"`{name}`: {c['n_complete']} complete / {c['n_failed']} failed trials in {c['wall_s'] / 60:.0f} min, "
-                      f"Pareto {len(c['pareto'])}" for name, c in result["campaigns"].items())
+
+    def camp(name: str, c: dict[str, Any]) -> str:
+        if c.get("n_supernet"):
+            return (f"`{name}`: {c['n_supernet']} supernet-scored trials, then {c['n_standalone']} promoted and trained "
+                    f"stand-alone ({c['n_failed']} failed) in {c['wall_s'] / 60:.0f} min, reported front {len(c['pareto'])} "
+                    f"(stand-alone trials only)")
+        return f"`{name}`: {c['n_complete']} complete / {c['n_failed']} failed trials in {c['wall_s'] / 60:.0f} min, Pareto {len(c['pareto'])}"
+
+    camps = "; ".join(camp(name, c) for name, c in result["campaigns"].items())
+    sn = result.get("supernet")
+    scorer = ""
+    if b.get("scorer") == "supernet":
+        scorer = (f"`main` used `fidelity.scorer: supernet`: one supernet (4 × 256, transformer + conv branch per layer) "
+                  f"trained with {b['supernet_steps']:,} sandwich-rule steps"
+                  + (f" ({sn['train_time_s'] / 60:.0f} min, {'cached' if sn['from_cache'] else 'this run'})" if sn else "")
+                  + f", every trial scored by slicing it ({b['recovery_steps']} recovery steps, its compression recipe, "
+                  f"latency estimated by the predictor), then the best {b['promote_top']} non-dominated trials re-trained "
+                  f"stand-alone from the teacher with the baselines' budget; only those are in the table. ")
+    loads = ", ".join(f"{k} {v:.1f}" for k, v in result.get("stage_load", {}).items())
+    threads = (f"; {m['torch_threads']} torch thread(s), {m['cpus_allowed']} CPU(s) allowed to TVM and ONNX Runtime"
+               if m.get("torch_threads") else "")
     return (
-        f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores), load average {m['load_start']:.1f} at start, "
-        f"{m['load_end']:.1f} at end; {result['wall_s'] / 60:.0f} min wall. Versions: "
+        f"Measured {result['date']} on {m['cpu']} ({m['cores']} cores{threads}), load average {m['load_start']:.1f} at start, "
+        f"{m['load_end']:.1f} at end" + (f" (at the end of each stage: {loads})" if loads else "")
+        + (f"; {sum(result['stage_s'].values()) / 60:.0f} min of stage wall time in all" if result.get("commands")
+           else f"; {result['wall_s'] / 60:.0f} min wall") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ". "
-        f"Teacher: fine-tuned 1 epoch on {t['train_rows']:,} SST-2 train sentences ({t['fine_tune_s'] / 60:.0f} min, "
+        f"Teacher: fine-tuned {b.get('teacher_epochs', 1):g} epoch on {t['train_rows']:,} SST-2 train sentences ({t['fine_tune_s'] / 60:.0f} min, "
         f"{'cached' if t['from_cache'] else 'this run'}), validation {t['validation_rows']} sentences carved from train. "
-        f"Every student (baselines and trials): {b['steps']} distillation steps, batch {b['batch_size']}, lr {b['lr']}, "
-        f"sequence length {b['seq_len']}, weights inherited from the teacher. Campaigns: {camps}. "
+        f"Every stand-alone student (baselines, {'promoted and stand-alone campaign ' if b.get('scorer') == 'supernet' else 'campaign '}trials): {b['steps']:,} "
+        f"distillation steps, batch {b['batch_size']}, lr {b['lr']}, sequence length {b['seq_len']}, weights inherited from the "
+        f"teacher. {scorer}Campaigns: {camps}. "
         f"Dev = GLUE SST-2 `dev.tsv`, 872 sentences (one binomial standard error ≈ 1.2 points). Latency: batch 1 × "
         f"{b['seq_len']} tokens, median; host = untuned TVM on this CPU (measured for fp32, the fp32 build × the "
         f"predictor's int8/fp32 ratio for ≤ 8-bit weights: est.), phone and MCU = the calibrated predictor (est., "
@@ -417,7 +533,7 @@ def update_docs(path: Path, result: dict[str, Any], command: str) -> None:
     begin, end = "<!-- sst2-campaign:begin -->", "<!-- sst2-campaign:end -->"
     commands = result.get("commands") or [command]
     shown = "\n".join(f"    {c}" for c in commands)
-    block = f"{begin}\n{'Made by' if len(commands) == 1 else 'Made by these runs (stages in parallel, one --out)'}:\n\n{shown}\n\n{summary(result)}\n\n{table(result)}\n{end}"
+    block = f"{begin}\n{'Made by' if len(commands) == 1 else 'Made by these runs (stages as separate processes, one --out)'}:\n\n{shown}\n\n{summary(result)}\n\n{table(result)}\n{end}"
     text = path.read_text()
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
@@ -450,9 +566,22 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=10000, help="SST-2 train sentences sampled (validation carved from them)")
     parser.add_argument("--validation-fraction", type=float, default=0.05)
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=200, help="distillation steps of every student (trials and baselines)")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="distillation steps of every stand-alone student: baselines, stand-alone trials, promoted trials")
     parser.add_argument("--trials", type=int, default=14, help="trials of the host + phone campaign")
-    parser.add_argument("--timeout-s", type=float, default=1500, help="stop asking for main-campaign trials after this")
+    parser.add_argument("--timeout-s", type=float, default=1500,
+                        help="stop asking for main-campaign trials after this (0: no limit; with --scorer supernet a campaign "
+                             "past it also skips its promotions)")
+    parser.add_argument("--scorer", choices=["standalone", "supernet"], default="standalone",
+                        help="how main-campaign trials are scored (fidelity.scorer, docs/supernet.md); the MCU space has a "
+                             "trimmed vocabulary the supernet cannot share, so the mcu campaign is always stand-alone")
+    parser.add_argument("--supernet-steps", type=int, default=1000, help="--scorer supernet: sandwich-rule steps of its one training")
+    parser.add_argument("--recovery-steps", type=int, default=0, help="--scorer supernet: fine-tune steps per sliced student")
+    parser.add_argument("--promote-top", type=int, default=5,
+                        help="--scorer supernet: Pareto trials re-trained stand-alone with --steps at the end (the reported front)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch threads of the teacher, the supernet and every student (0: all cores, the product's default); "
+                             "TVM and ONNX Runtime use the CPUs this process may run on (taskset)")
     parser.add_argument("--mcu-trials", type=int, default=6, help="trials of the MCU campaign (0 skips it)")
     parser.add_argument("--mcu-timeout-s", type=float, default=480)
     parser.add_argument("--phone", default="phone-flagship")
@@ -464,11 +593,14 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (4,000 sentences, 20 steps, 2 + 2 trials; 22 min at load 8-13 with the teacher cached): writes under --campaigns only, not --out/--docs")
-    parser.add_argument("--stages", default="teacher,baselines,main,mcu,rebuild",
-                        help="comma list of stages to run; stages run as separate processes share --out")
+    parser.add_argument("--stages", default="teacher,baselines,supernet,main,mcu,rebuild",
+                        help="comma list of stages to run (supernet: only with --scorer supernet; rebuild re-trains the best "
+                             "main Pareto trial); stages run as separate processes share --out")
     parser.add_argument("--table", action="store_true", help="only print the table of --out (and rewrite --docs' block)")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/sst2_campaign.py " + " ".join(sys.argv[1:])
+    if args.torch_threads:  # the teacher (threads: cpu_count), the supernet and in-process trials train with os.cpu_count() threads
+        os.cpu_count = lambda: args.torch_threads
 
     if args.table:
         result = json.loads(args.out.read_text())
@@ -501,23 +633,31 @@ def main() -> None:
     log(f"sst2 campaign benchmark: {command}")
     result: dict[str, Any] = {
         "benchmark": "sst2_campaign", "date": f"{dt.date.today():%Y-%m-%d}", "command": command, "quick": args.quick,
-        "machine": {"cpu": environment()["cpu_model"], "cores": os.cpu_count(), "load_start": round(os.getloadavg()[0], 2)},
+        "machine": {"cpu": environment()["cpu_model"], "cores": CORES,
+                    "cpus_allowed": len(os.sched_getaffinity(0)), "torch_threads": args.torch_threads or os.cpu_count(),
+                    "load_start": round(os.getloadavg()[0], 2)},
         "versions": versions(), "profiles": {"phone": args.phone, "mcu": args.mcu},
         "budget": {"train_sentences": args.train, "validation_fraction": args.validation_fraction, "steps": args.steps,
                    "batch_size": 32, "lr": 3e-4, "seq_len": SEQ_LEN, "trials": args.trials, "mcu_trials": args.mcu_trials,
-                   "timeout_s": args.timeout_s, "mcu_timeout_s": args.mcu_timeout_s},
+                   "timeout_s": args.timeout_s, "mcu_timeout_s": args.mcu_timeout_s, "teacher_epochs": args.teacher_epochs,
+                   "scorer": args.scorer, **({"supernet_steps": args.supernet_steps, "recovery_steps": args.recovery_steps,
+                                              "promote_top": args.promote_top} if args.scorer == "supernet" else {})},
         "published": {"source": "Turc et al. 2019 (arXiv:1908.08962), SST-2 test accuracy", **PUBLISHED},
-        "stage_s": {}, "campaigns": {},
+        "stage_s": {}, "stage_load": {}, "campaigns": {},
     }
+
+    def done(stage: str, t0: float) -> None:
+        result["stage_s"][stage] = round(time.perf_counter() - t0)
+        result["stage_load"][stage] = round(os.getloadavg()[0], 2)  # 1-minute load average as the stage ended
 
     def save() -> None:
         # Stages can run as separate processes (--stages) writing one --out: keep what the others wrote.
         if args.out.exists():
             previous = json.loads(args.out.read_text())
-            for key in ("teacher", "baselines", "rebuild_check"):
+            for key in ("teacher", "baselines", "supernet", "rebuild_check"):
                 if key not in result and key in previous:
                     result[key] = previous[key]
-            for key in ("campaigns", "stage_s"):
+            for key in ("campaigns", "stage_s", "stage_load"):
                 result[key] = {**previous.get(key, {}), **result[key]}
             if previous.get("command") and previous["command"] != command:
                 result["commands"] = list(dict.fromkeys([*previous.get("commands", [previous["command"]]), command]))
@@ -534,20 +674,26 @@ def main() -> None:
     if "teacher" in stages:
         t0 = time.perf_counter()
         result["teacher"] = stage_teacher(task, configs["main"], profiles, args.campaigns / "bench", args.teacher_repeats)
-        result["stage_s"]["teacher"] = round(time.perf_counter() - t0)
+        done("teacher", t0)
         save()
 
     if "baselines" in stages:
         t0 = time.perf_counter()
         result["baselines"] = stage_baselines(configs["main"], task, profiles, dev)
-        result["stage_s"]["baselines"] = round(time.perf_counter() - t0)
+        done("baselines", t0)
+        save()
+
+    if "supernet" in stages and args.scorer == "supernet" and "main" in stages:
+        t0 = time.perf_counter()
+        result["supernet"] = stage_supernet(configs["main"], task)
+        done("supernet", t0)
         save()
 
     for name, config in configs.items():
         if name in stages and config.n_trials and (name != "mcu" or args.mcu_trials):
             t0 = time.perf_counter()
             result["campaigns"][name] = stage_campaign(name, config, args.campaigns, task, dev, args.resume)
-            result["stage_s"][f"campaign_{name}"] = round(time.perf_counter() - t0)
+            done(f"campaign_{name}", t0)
             save()
 
     if "rebuild" in stages and "main" not in result["campaigns"] and args.out.exists():  # campaign run by another process
@@ -555,7 +701,7 @@ def main() -> None:
     if "rebuild" in stages and "main" in result["campaigns"]:
         t0 = time.perf_counter()
         result["rebuild_check"] = stage_verify(result["campaigns"]["main"], dev)
-        result["stage_s"]["rebuild_check"] = round(time.perf_counter() - t0)
+        done("rebuild_check", t0)
     save()
     if "baselines" in result and "teacher" in result and result["campaigns"]:
         result["aim"] = aim(result)

@@ -94,6 +94,11 @@ def _resume_changed_space(tmp: Path) -> list[str]:
     return ["resume", str(folder), "--quiet"]
 
 
+def _campaign_file_only(tmp: Path) -> list[str]:
+    (tmp / "campaign.yaml").write_text(yaml.safe_dump(small_campaign_dict()))
+    return ["status", str(tmp)]
+
+
 def _no_campaign(command: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [command, str(tmp)]
 
@@ -127,6 +132,7 @@ CASES = [
     Case("campaign folder not writable", _unwritable, "cannot write the campaign folder"),
     Case("resuming a campaign whose space changed", _resume_changed_space, "changed since this campaign started"),
     Case("status of a folder without a campaign", _no_campaign("status"), "no campaign here"),
+    Case("status of a campaign whose study was never created", _campaign_file_only, "has not started a study yet"),
     Case("resume of a folder without a campaign", _no_campaign("resume"), "no campaign here"),
     Case("Ray address that does not answer",
          lambda t: _campaign(t) + ["--ray-address", "127.0.0.1:1"], "no Ray cluster answered"),

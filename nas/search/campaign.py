@@ -102,10 +102,14 @@ def _stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
     return [v for k, v in sorted(trial.system_attrs.items()) if k.startswith(prefix)]
 
 
-def make_storage(config: CampaignConfig, paths: CampaignPaths) -> Any:
-    """The study's storage: SQLite in the folder (default), Optuna's journal file, or a database URL."""
+def make_storage(config: CampaignConfig, paths: CampaignPaths, *, writer: bool = False) -> Any:
+    """The study's storage: SQLite in the folder (default), Optuna's journal file, or a database URL.
+
+    ``writer``: the campaign's driver, which creates the SQLite file; everyone else (status, reports,
+    select) only opens it, so a reader polling a starting campaign never races the driver to create it.
+    """
     if config.storage is None:
-        return sqlite_storage(paths.root / STUDY_FILE)
+        return sqlite_storage(paths.root / STUDY_FILE, writer=writer)
     if config.storage == "journal":
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -114,13 +118,16 @@ def make_storage(config: CampaignConfig, paths: CampaignPaths) -> Any:
     return config.storage
 
 
-def sqlite_storage(path: Path) -> Any:
+def sqlite_storage(path: Path, *, writer: bool = False) -> Any:
     """Optuna storage on a local SQLite file in WAL mode with ``synchronous=NORMAL``.
 
     SQLite's default (rollback journal, an fsync per commit) cost the driver 0.85–1.2 s per trial here;
     WAL with ``synchronous=NORMAL`` measured 3–8× less (benchmarks/scaling.py, storage part). A killed
     process still loses nothing committed; only a power cut or OS crash may lose the last commits, which
     ``nas resume`` re-runs. WAL needs a local file system (not NFS), like SQLite's locking already does.
+
+    Only the ``writer`` (the driver) sets the journal mode (stored in the file) and creates Optuna's tables;
+    a reader that did either could lock the file while the driver creates it, and the driver would fail.
     """
     import sqlite3
 
@@ -128,10 +135,11 @@ def sqlite_storage(path: Path) -> Any:
     from sqlalchemy import event
 
     path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path) as db:  # the journal mode is stored in the file: set it before Optuna opens it
-        db.execute("PRAGMA journal_mode=WAL")
-    storage = RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+    if writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=60) as db:  # before Optuna opens the file
+            db.execute("PRAGMA journal_mode=WAL")
+    storage = RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}}, skip_table_creation=not writer)
     event.listen(storage.engine, "connect", _synchronous_normal)  # per connection, so reopen them all
     storage.engine.dispose()
     return storage
@@ -399,7 +407,7 @@ def run_campaign(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=config.name,
-        storage=make_storage(config, paths),
+        storage=make_storage(config, paths, writer=True),
         directions=[o.direction for o in config.objectives],
         sampler=make_sampler(config.sampler, config.seed, len(config.objectives),
                              # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
@@ -759,7 +767,20 @@ def load_study(campaign_dir: str | Path) -> tuple[optuna.Study, CampaignConfig]:
     if not paths.config.is_file():
         raise NasUserError(f"{campaign_dir}: no campaign here ({CONFIG_FILE} is missing).")
     config = load_campaign_config(paths.config)
-    study = optuna.load_study(study_name=config.name, storage=make_storage(config, paths))
+    not_started = f"{campaign_dir}: campaign {config.name} has not started a study yet; 'nas resume {campaign_dir}' starts it."
+    if config.storage is None and not (paths.root / STUDY_FILE).is_file():
+        raise NasUserError(not_started)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=make_storage(config, paths))
+    except KeyError:  # Optuna: no study of that name in the storage
+        raise NasUserError(not_started) from None
+    except Exception as exc:  # e.g. the driver is creating the file right now: Optuna's tables are not there yet
+        chain = [exc]
+        while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if any("no such table" in str(e) for e in chain):
+            raise NasUserError(not_started) from None
+        raise
     return study, config
 
 
