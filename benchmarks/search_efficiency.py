@@ -13,9 +13,9 @@ every trial slices its weights out of one supernet, compresses them (no recovery
 validation split, so a trial costs seconds. Task: ``--task sst2``, the 4,000-sentence SST-2 subsample of
 ``benchmarks/supernet_fidelity.py`` (3,600 train, 400 carved validation rows scoring every trial, sequence
 length 64) with its cached teacher, so all 9 campaigns load the *same* cached supernet (1,000 sandwich steps,
-batch 32, lr 3e-4, the one whose rank fidelity docs/benchmarks.md § Supernet measures). The campaign keys its
-supernet by its own ``seed`` too (``SupernetSettings(seed=config.seed)``), which would train one per seed;
-this script pins the supernet's training seed to ``--supernet-seed`` (0) so every run shares one cache entry.
+batch 32, lr 3e-4, the one whose rank fidelity docs/benchmarks.md § Supernet measures). Campaigns train their
+supernet with seed 0 whatever their own seed (when this benchmark was written they used their own seed, which
+would have trained one supernet per seed); ``--supernet-seed`` pins another training seed for every run.
 ``--check-supernet`` builds the seed-0 campaign's context (training the supernet if it is not cached) and
 prints its cache folder. ``--fidelity-json`` is merged into the campaign's ``fidelity``, so the stand-alone
 fidelity of the first run is still one flag set away::
@@ -111,9 +111,9 @@ def campaign_dict(args: argparse.Namespace, sampler: str, seed: int) -> dict:
 def _pin_supernet_seed(supernet_seed: int) -> None:
     """Make every campaign of this process key (and train) its supernet with one seed, whatever its own seed.
 
-    ``nas.search.campaign._prepare_supernet`` builds ``SupernetSettings(..., seed=config.seed)``, and the seed is
-    part of the cache key: three campaign seeds would train three supernets. It imports the class from
-    ``nas.supernet`` at call time, so replacing that attribute here pins the seed.
+    ``nas.search.campaign._prepare_supernet`` builds ``SupernetSettings(..., seed=0)``, and the seed is part of the
+    cache key. It imports the class from ``nas.supernet`` at call time, so replacing that attribute here pins
+    another seed (and records which cache entry each campaign used).
     """
     import dataclasses
 

@@ -271,3 +271,27 @@ def test_campaign_scores_by_inheritance_and_promotes_its_pareto_set(tmp_path):
     model, _ = rebuild_trial(tmp_path / "c", inherited[0].number)
     ctx = build_context(config, Output(quiet=True))
     assert accuracy(model, ctx.validation) == pytest.approx(inherited[0].user_attrs["metrics"]["accuracy"], abs=1e-6)
+
+
+def test_campaigns_that_differ_only_in_seed_share_one_supernet(monkeypatch):
+    """The supernet's cache key must not include the campaign's seed (it did, so every seed retrained it)."""
+    from types import SimpleNamespace
+
+    import nas.supernet
+    from nas.config import CampaignConfig
+    from nas.output import Output
+    from nas.search.campaign import _prepare_supernet
+
+    seen = []
+
+    def fake_prepare(spec, *, settings, **_):
+        seen.append(settings)
+        return SimpleNamespace(path=Path("/nowhere"), from_cache=True, train_time_s=0.0)
+
+    monkeypatch.setattr(nas.supernet, "prepare_supernet", fake_prepare)
+    ctx = SimpleNamespace(num_labels=2, train=SimpleNamespace(input_ids=torch.zeros(1, 32, dtype=torch.long)),
+                          latency=SimpleNamespace(seq_len=32), threads=1, teacher_logits=None, teacher_dir="")
+    for seed in (0, 7):
+        config = CampaignConfig.model_validate(small_campaign_dict(seed=seed, fidelity={"scorer": "supernet"}))
+        _prepare_supernet(config, ctx, None, Output(quiet=True))
+    assert seen[0] == seen[1]
