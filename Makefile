@@ -37,7 +37,7 @@ test: $(STAMP) sysdeps
 #   inheritance.py         ~10-15 min  6 SST-2 students x 300 steps (+~12 min if its teacher is not cached)
 # Not run here (the command that made each table is in its section of docs/benchmarks.md):
 #   search_efficiency.py ~1-1.5 h (3 samplers x 3 seeds x 20 cheap trials); scaling.py --parts storage ~16 min; compression.py ~35 min; predictor_accuracy.py ~7 min (quiet cores); latency_backends.py ~30 min of MetaSchedule tuning;
-#   tuning_reuse.py 30-50 min; supernet_fidelity.py ~1 h; sst2_campaign.py 1-2 h (its --quick is a ~20 min
+#   commands.py ~12 min (a fresh clone: make install, demo, test; the README's wall times); tuning_reuse.py 30-50 min; supernet_fidelity.py ~1 h; sst2_campaign.py 1-2 h (its --quick is a ~20 min
 #   smoke run that writes only under campaigns/, not the committed figures).
 BENCH_QUICK ?= scaling inheritance
 BENCH_ARGS_scaling = --parts campaigns,ray --trials 6 --workers 2

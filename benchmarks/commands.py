@@ -186,10 +186,11 @@ def main() -> None:
                 print(f"make {step} failed; log: {record['log']}", flush=True)
                 args.keep = True
                 break
-        pareto = clone / "campaigns" / "demo" / "pareto.csv"
+        pareto, trials = clone / "campaigns" / "demo" / "pareto.csv", clone / "campaigns" / "demo" / "trials.csv"
         if pareto.is_file():
             out["demo_pareto"] = pareto_rows(pareto)
-            with pareto.open() as fh:
+        if trials.is_file():
+            with trials.open() as fh:
                 out["demo_trials"] = sum(1 for _ in csv.DictReader(fh))
     finally:
         if not args.keep:
