@@ -25,3 +25,19 @@ def environment() -> dict:
     except (OSError, subprocess.CalledProcessError):
         env["commit"] = os.environ.get("LIGHTNAS_COMMIT", "unknown")
     return env
+
+
+def write_docs_block(path: Path, marker: str, text: str, heading: str) -> None:
+    """Replace the block between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` of a markdown file.
+
+    Other sections (and the hand-written text around the block) are left alone; a file without the markers
+    gets a new ``heading`` section holding the block.
+    """
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    path.write_text(doc)

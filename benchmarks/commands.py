@@ -37,11 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._env import environment  # noqa: E402
+from benchmarks._env import environment, write_docs_block  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "commands.json"
 DOCS = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- commands:begin -->", "<!-- commands:end -->"
 STEPS = ("install", "demo", "test")
 
 
@@ -139,16 +138,6 @@ def markdown(out: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + f"\n\n## The README's commands\n\n{block}\n"
-    DOCS.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated, in order: install,demo,test")
@@ -158,7 +147,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the docs block from the JSON")
     args = parser.parse_args()
     if args.table:
-        write_docs(markdown(json.loads(OUT.read_text())))
+        write_docs_block(DOCS, "commands", markdown(json.loads(OUT.read_text())), "## The README's commands")
         return
     steps = [s for s in args.steps.split(",") if s]
     unknown = set(steps) - set(STEPS)
@@ -200,7 +189,7 @@ def main() -> None:
             print(f"kept {clone} and {cache}")
         print(f"logs: {logs}")
     OUT.write_text(json.dumps(out, indent=2) + "\n")
-    write_docs(markdown(out))
+    write_docs_block(DOCS, "commands", markdown(out), "## The README's commands")
     print(markdown(out))
     print(f"wrote {OUT} and the commands block of {DOCS}")
 

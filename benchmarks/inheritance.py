@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "inheritance.json")
     args = parser.parse_args()
 
-    from nas.candidate import Candidate, DistillSettings
+    from nas.candidate import Candidate
     from nas.data.loaders import TaskConfig, load_task
     from nas.data.tokenize import tokenize_task
     from nas.models.student import build_student

@@ -24,12 +24,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks._env import write_docs_block  # noqa: E402
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 # (layers, hidden, heads, ffn): corners and middle of the default space, plus the STACK.md reference shape
 SHAPES = [(1, 64, 2, 256), (2, 128, 2, 512), (2, 192, 4, 768), (3, 256, 4, 1024), (4, 128, 2, 384), (4, 256, 4, 1024)]
-BEGIN, END = "<!-- latency-backends:begin -->", "<!-- latency-backends:end -->"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +50,7 @@ def main() -> None:
 
         result = json.loads(args.out.read_text())
         result.setdefault("host_datasheet_gflops", load_profile("host").peak.fp32_gflops)
-        write_docs_section(args.docs, markdown(result))
+        write_docs_block(args.docs, "latency-backends", markdown(result), "## Latency backends")
         return
 
     import torch
@@ -117,7 +117,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     print(table)
-    write_docs_section(args.docs, table)
+    write_docs_block(args.docs, "latency-backends", table, "## Latency backends")
 
 
 def markdown(result: dict) -> str:
@@ -150,17 +150,6 @@ def markdown(result: dict) -> str:
                  ms(row["gflop"] / result["host_datasheet_gflops"] * 1e3) if result.get("host_datasheet_gflops") else "—"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
-
-
-def write_docs_section(path: Path, table: str) -> None:
-    """Replace this benchmark's block in docs/benchmarks.md (other sections are left alone)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n## Latency backends\n\n{block}\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._env import write_docs_block  # noqa: E402
+
 # The default space (search_spaces/default.yaml): architecture parameters only; compression does not
 # change the fp32 graph that is timed (weights are fake-quantized in float32).
 SPACE = {"n_layers": [1, 2, 3, 4], "hidden_size": [64, 128, 192, 256], "n_heads": [2, 4], "ffn_size": list(range(128, 1025, 128))}
@@ -225,7 +227,7 @@ def main() -> None:
             summary["checks"] = {**summary.get("checks", {}), **check_calibrations(summary, args.check_calibration)}
             args.out.write_text(json.dumps(summary, indent=2) + "\n")
         if args.docs:
-            write_docs_section(args.docs, markdown(summary))
+            write_docs_block(args.docs, "predictor-accuracy", markdown(summary), "### Latency predictor accuracy")
         return
 
     from nas.hardware.predictor import measure_host_peaks
@@ -282,10 +284,8 @@ def main() -> None:
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")
     if args.docs:
-        write_docs_section(args.docs, markdown(summary))
+        write_docs_block(args.docs, "predictor-accuracy", markdown(summary), "### Latency predictor accuracy")
 
-
-BEGIN, END = "<!-- predictor-accuracy:begin -->", "<!-- predictor-accuracy:end -->"
 
 
 def markdown(summary: dict) -> str:
@@ -311,17 +311,6 @@ def markdown(summary: dict) -> str:
                      f"{check['within_10pct']:.0%} | {check['within_20pct']:.0%} | {check['spearman']:.3f} | "
                      f"{check['median_abs_error']:.1%} | |")
     return "\n".join(lines)
-
-
-def write_docs_section(path: Path, block_text: str) -> None:
-    """Replace this benchmark's block in a markdown file (other sections are left alone)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{block_text}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n### Latency predictor accuracy\n\n{block}\n"
-    path.write_text(text)
 
 
 def tuning_summary(tuner, rows: list[dict], args) -> dict:

@@ -47,9 +47,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._env import environment  # noqa: E402
+from benchmarks._env import environment, write_docs_block  # noqa: E402
 
-BEGIN, END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
 SST2_TRAIN = 67_349  # sentences in SST-2's train split
 STORAGE_NAMES = {"sqlite": "SQLite file (rollback journal; the default before WAL)", "journal": "journal file", "inmemory": "in-memory",
                  "sqlite-wal": "SQLite, WAL + synchronous=NORMAL"}
@@ -444,17 +443,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
-def write_docs_section(path: Path, block_text: str) -> None:
-    """Replace this benchmark's block in docs/benchmarks.md (other sections are left alone)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{block_text}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n## Scaling\n\n{block}\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="campaigns,ray,storage")
@@ -494,7 +482,7 @@ def main() -> None:
     text = markdown(result)
     print(text)
     if not args.no_docs:
-        write_docs_section(args.docs, text)
+        write_docs_block(args.docs, "scaling", text, "## Scaling")
 
 
 if __name__ == "__main__":

@@ -64,9 +64,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._env import environment  # noqa: E402
+from benchmarks._env import environment, write_docs_block  # noqa: E402
 
-BEGIN, END = "<!-- search-efficiency:begin -->", "<!-- search-efficiency:end -->"
 SAMPLERS = ("nsga2", "tpe", "random")
 TRIALS, EVERY = 100, 20  # the defaults: set from the probe's time per trial (see the docstring)
 
@@ -435,17 +434,6 @@ def docs_block(result: dict, out: Path) -> str:
     return text
 
 
-def write_docs_section(path: Path, block_text: str) -> None:
-    """Replace this benchmark's block in docs/benchmarks.md (other sections are left alone)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{block_text}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n## Search efficiency\n\n{block}\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=TRIALS, help="trials per campaign (N)")
@@ -485,7 +473,7 @@ def main() -> None:
         result = load_result(args.out)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         if not args.no_docs:
-            write_docs_section(args.docs, docs_block(result, args.out))
+            write_docs_block(args.docs, "search-efficiency", docs_block(result, args.out), "## Search efficiency")
         print(markdown(result))
         return
     if args.check_supernet:
@@ -532,7 +520,7 @@ def main() -> None:
             args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every run: --resume continues
     print(markdown(result))
     if not args.no_docs:
-        write_docs_section(args.docs, docs_block(result, args.out))
+        write_docs_block(args.docs, "search-efficiency", docs_block(result, args.out), "## Search efficiency")
 
 
 def _utc_now() -> str:

@@ -78,7 +78,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._env import environment  # noqa: E402
+from benchmarks._env import environment, write_docs_block  # noqa: E402
 SST2 = (REPO.parent / "shared" / "data" / "sst2").resolve()
 SEQ_LEN = 64  # SST-2 sentences: 99.9 % fit in 64 WordPiece tokens
 PUBLISHED = {  # Turc et al. 2019, SST-2 test accuracy (GLUE server), pre-trained distillation
@@ -530,20 +530,12 @@ def summary(result: dict[str, Any]) -> str:
 
 def update_docs(path: Path, result: dict[str, Any], command: str) -> None:
     """Replace the block between the sst2-campaign markers (the section is created if missing)."""
-    begin, end = "<!-- sst2-campaign:begin -->", "<!-- sst2-campaign:end -->"
     commands = result.get("commands") or [command]
     shown = "\n".join(f"    {c}" for c in commands)
-    block = f"{begin}\n{'Made by' if len(commands) == 1 else 'Made by these runs (stages as separate processes, one --out)'}:\n\n{shown}\n\n{summary(result)}\n\n{table(result)}\n{end}"
-    text = path.read_text()
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + (
-            "\n\n## SST-2 campaign\n\n<!-- Section owned by benchmarks/sst2_campaign.py → benchmarks/results/sst2_campaign.json. "
-            "The block between the markers is rewritten by the script; the reading below it is written by hand. -->\n\n"
-            f"{block}\n"
-        )
-    path.write_text(text)
+    made_by = "Made by" if len(commands) == 1 else "Made by these runs (stages as separate processes, one --out)"
+    write_docs_block(path, "sst2-campaign", f"{made_by}:\n\n{shown}\n\n{summary(result)}\n\n{table(result)}",
+                     "## SST-2 campaign\n\n<!-- Section owned by benchmarks/sst2_campaign.py → benchmarks/results/sst2_campaign.json. "
+                     "The block between the markers is rewritten by the script; the reading below it is written by hand. -->")
 
 
 def versions() -> dict[str, str]:

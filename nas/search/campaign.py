@@ -407,20 +407,20 @@ def run_campaign(
         SupernetSpec.from_space(space, num_labels=task.num_labels, max_positions=config.max_seq_len, where=f"space '{config.space}'")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
+    constrained = bool(config.constraints) or any(p != "host" for p in config.search_profiles())
     study = optuna.create_study(
         study_name=config.name,
         storage=make_storage(config, paths, writer=True),
         directions=[o.direction for o in config.objectives],
-        sampler=make_sampler(config.sampler, config.seed, len(config.objectives),
-                             # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
-                             constrained=bool(config.constraints) or any(p != "host" for p in config.search_profiles())),
+        sampler=make_sampler(config.sampler, config.seed, len(config.objectives), constrained=constrained),
         load_if_exists=resume,
     )
     if resume and study.trials:
         # A sampler rebuilt with the same seed would replay its first proposals (NSGA-II's first generation is
         # seeded random sampling), which are all finished: continue from a seed this study has not used.
         study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), len(config.objectives),
-                                     constrained=bool(config.constraints) or any(p != "host" for p in config.search_profiles()))
+                                     constrained=constrained)
     with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2, and stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.name for o in config.objectives])
