@@ -130,6 +130,28 @@ def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path
     return row
 
 
+def pretune(args, host, settings) -> None:
+    """Tune every distinct workload of the run's candidates in one MetaSchedule run (see ``--pretune``)."""
+    import torch
+
+    from nas.hardware.compile import import_model
+    from nas.hardware.profiles import tvm_target
+    from nas.hardware.tuning import tune_workloads
+
+    shapes = sample_shapes(args.n_fit + args.n_val, args.seed)
+
+    def modules():
+        for i, shape in enumerate(shapes):
+            inputs = (torch.randint(0, 30522, (1, args.seq_len)), torch.ones(1, args.seq_len, dtype=torch.long))
+            yield import_model(bert_like(**shape, seq_len=args.seq_len), inputs)[0]
+            print(f"[{i + 1}/{len(shapes)}] {shape}: workloads extracted", flush=True)
+
+    report = tune_workloads(modules(), tvm_target(host), settings, trials_global=args.pretune_trials_global)
+    print(f"pretune: {report.n_tasks} distinct workloads, {report.hits} already in the database, {report.tuned} tuned "
+          f"in {report.tune_s:.0f} s, {len(report.fallback)} without a record, {len(report.untunable)} untunable "
+          f"({report.database})", flush=True)
+
+
 def _time_fresh_session(onnx_bytes: bytes, inputs, host, number: int, repeats: int):
     """Time a new ONNX Runtime session of the model: one per pass.
 
@@ -208,6 +230,13 @@ def main() -> None:
                         help="tvm-tuned: MetaSchedule trials per workload not yet in the shared database")
     parser.add_argument("--max-new-tasks", type=int, default=None,
                         help="tvm-tuned: tune at most this many new workloads per candidate (the rest run untuned, reported)")
+    parser.add_argument("--pretune", action="store_true",
+                        help="tvm-tuned: first tune the distinct workloads of all candidates in one MetaSchedule run "
+                             "(up to --tune-trials each), then build every candidate from the database")
+    parser.add_argument("--pretune-trials-global", type=int, default=None,
+                        help="--pretune: total trials over all workloads (default --tune-trials × workloads); "
+                             "MetaSchedule's gradient scheduler gives them to the workloads that gain the most")
+    parser.add_argument("--pretune-only", action="store_true", help="stop after --pretune (records stay in the database)")
     parser.add_argument("--statistic", choices=["min", "median"], default="min",
                         help="which per-candidate figure the predictor is fitted on and scored against: the fastest "
                              "repeat (robust to other processes on a shared machine) or the median")
@@ -243,7 +272,12 @@ def main() -> None:
     if "tvm-tuned" in backends:
         from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
 
-        tuner = MetaScheduleTuner(TuningSettings(trials_per_task=args.tune_trials, max_new_tasks=args.max_new_tasks))
+        settings = TuningSettings(trials_per_task=args.tune_trials, max_new_tasks=args.max_new_tasks)
+        if args.pretune or args.pretune_only:
+            pretune(args, host, settings)
+            if args.pretune_only:
+                return
+        tuner = MetaScheduleTuner(settings)
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lightnas-predictor-") as work:

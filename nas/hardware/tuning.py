@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +226,64 @@ def tune_and_apply(
     return scheduled, report
 
 
+def tune_workloads(
+    mods: Iterable[tvm.IRModule], target: tvm.target.Target, settings: TuningSettings,
+    *, trials_global: int | None = None,
+) -> TuningReport:
+    """Tune, in one MetaSchedule run, the distinct workloads of many modules that the database lacks.
+
+    Pre-tuning a whole set of candidates (e.g. a sample of a search space) before building them costs
+    less than tuning candidate by candidate: the builder and runner start once (each import of TVM takes
+    tens of seconds here), and MetaSchedule's gradient task scheduler spends the budget where it gains the
+    most latency, weighting each workload by how many of the modules contain it. Records are committed as
+    they are found, so an interrupted run keeps what it tuned.
+
+    Args:
+        mods: Relax modules as imported from torch; read one at a time (only their TIR is kept).
+        target: The resolved TVM target.
+        settings: ``trials_per_task`` caps each workload; ``max_new_tasks`` keeps the largest ones.
+        trials_global: Total trials over all workloads; default ``trials_per_task`` × workloads.
+
+    Returns:
+        A report over the distinct workloads: ``n_tasks``, database ``hits`` before the run, ``tuned``
+        by it, and ``fallback`` (still without a record).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    folder = database_dir(_target_dict(target), settings)
+    unique: dict[str, Any] = {}
+    weights: dict[str, float] = {}
+    for mod in mods:
+        for task in ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target):
+            key = _workload_key(task)
+            unique.setdefault(key, task)
+            weights[key] = weights.get(key, 0.0) + float(task.weight)
+    report = TuningReport(database=str(folder), n_tasks=len(unique))
+    with _db_lock(folder):
+        database = ms.database.JSONDatabase(work_dir=str(folder))
+        missing = {k: t for k, t in unique.items() if not _has_record(database, t, target)}
+        report.hits = report.n_tasks - len(missing)
+        untunable = _read_untunable(folder)
+        chosen = sorted((k for k in missing if k not in untunable), key=lambda k: _task_flops(missing[k]), reverse=True)
+        if settings.max_new_tasks is not None:
+            chosen = chosen[: settings.max_new_tasks]
+        if chosen:
+            start = time.perf_counter()
+            try:
+                _tune([missing[k] for k in chosen], target, database, settings,
+                      weights=[weights[k] for k in chosen], max_trials_global=trials_global)
+            except KeyboardInterrupt:  # a pre-tune may be cut short: what it committed stays, the rest is reported
+                warnings.warn("Tuning interrupted; the records found so far are kept.", RuntimeWarning, stacklevel=2)
+            except Exception as exc:  # reported below as fallbacks, like tune_and_apply
+                warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}).", RuntimeWarning, stacklevel=2)
+            report.tune_s = time.perf_counter() - start
+        still = [k for k in missing if not _has_record(database, missing[k], target)]
+        report.tuned = len(missing) - len(still)
+        report.untunable = sorted(missing[k].task_name for k in still if k in untunable or _task_flops(missing[k]) == 0.0)
+        report.fallback = sorted(missing[k].task_name for k in still if not (k in untunable or _task_flops(missing[k]) == 0.0))
+    return report
+
+
 class MetaScheduleTuner:
     """A tuning hook for :func:`nas.hardware.compile.compile_relax` backed by the shared database.
 
@@ -250,26 +309,69 @@ class MetaScheduleTuner:
         return scheduled
 
 
-def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: TuningSettings) -> None:
+def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: TuningSettings,
+          weights: list[float] | None = None, max_trials_global: int | None = None) -> None:
     from tvm.s_tir import meta_schedule as ms
 
     with tempfile.TemporaryDirectory(prefix="lightnas-ms-") as work_dir:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        contexts, task_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
         )
         if not contexts:
             return
         ms.tune_tasks(
             tasks=contexts,
-            task_weights=weights,
+            task_weights=weights if weights is not None else task_weights,
             work_dir=work_dir,
-            max_trials_global=settings.trials_per_task * len(contexts),
+            max_trials_global=max_trials_global or settings.trials_per_task * len(contexts),
             max_trials_per_task=settings.trials_per_task,
             num_trials_per_iter=min(settings.trials_per_iter, settings.trials_per_task),
-            builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=WORKER_TIMEOUT_S),
+            builder=_kept_pool_builder(),
             runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S),
             database=database,
         )
+
+
+def _kept_pool_builder(restart_every: int = 50):
+    """MetaSchedule's LocalBuilder, but keeping its worker process from one batch to the next.
+
+    TVM's LocalBuilder starts a new worker for every batch of candidates (to dodge a slow memory leak), and
+    that worker's ``import tvm`` takes ~20 s here: in a pre-tune of 150 workloads that start-up, not
+    building, was most of the time (1 kernel built in 20 s). This builder keeps one worker and restarts it
+    every ``restart_every`` batches instead; a worker that hangs is still killed after ``WORKER_TIMEOUT_S``.
+    Written by hand because TVM offers no option for it; the build and export functions are TVM's own.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder import local_builder
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class KeptPoolBuilder(PyBuilder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = None
+            self.batches = 0
+
+        def build(self, build_inputs: list) -> list:
+            if self.pool is None or self.batches >= restart_every:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool = PopenPoolExecutor(max_workers=1, timeout=WORKER_TIMEOUT_S)
+                self.batches = 0
+            self.batches += 1
+            work = [(None, None, b.mod, b.target, local_builder._serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for outcome in self.pool.map_with_error_catching(lambda x: local_builder._worker_func(*x), work):
+                if outcome.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(outcome.value, None))
+                elif outcome.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"LocalBuilder: Timeout, killed after {WORKER_TIMEOUT_S} seconds"))
+                else:
+                    results.append(BuilderResult(None, f"LocalBuilder: An exception occurred\n{outcome.value}"))
+            return results
+
+    return KeptPoolBuilder()
 
 
 def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
