@@ -230,6 +230,8 @@ def main() -> None:
                         help="tvm-tuned: MetaSchedule trials per workload not yet in the shared database")
     parser.add_argument("--max-new-tasks", type=int, default=None,
                         help="tvm-tuned: tune at most this many new workloads per candidate (the rest run untuned, reported)")
+    parser.add_argument("--tune-trials-per-iter", type=int, default=16,
+                        help="tvm-tuned: schedules MetaSchedule proposes per round of one workload")
     parser.add_argument("--pretune", action="store_true",
                         help="tvm-tuned: first tune the distinct workloads of all candidates in one MetaSchedule run "
                              "(up to --tune-trials each), then build every candidate from the database")
@@ -272,7 +274,8 @@ def main() -> None:
     if "tvm-tuned" in backends:
         from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
 
-        settings = TuningSettings(trials_per_task=args.tune_trials, max_new_tasks=args.max_new_tasks)
+        settings = TuningSettings(trials_per_task=args.tune_trials, trials_per_iter=args.tune_trials_per_iter,
+                                  max_new_tasks=args.max_new_tasks)
         if args.pretune or args.pretune_only:
             pretune(args, host, settings)
             if args.pretune_only:
