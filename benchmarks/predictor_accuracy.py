@@ -316,6 +316,8 @@ def main() -> None:
         **{k: runs[backends[0]][k] for k in ("n", "n_fit", "within_10pct", "within_20pct", "spearman")},
         "runs": runs,
     }
+    if "tvm-tuned" in backends and "onnxruntime" in backends:
+        summary["tvm_tuned_over_onnxruntime"] = backend_ratio(rows, "tvm-tuned", "onnxruntime", args.statistic)
     summary["checks"] = check_calibrations(summary, args.check_calibration)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -347,7 +349,33 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {summary['primary']}, fixed calibration `{path}` (all candidates) | {check['n']} | "
                      f"{check['within_10pct']:.0%} | {check['within_20pct']:.0%} | {check['spearman']:.3f} | "
                      f"{check['median_abs_error']:.1%} | |")
+    ratio = summary.get("tvm_tuned_over_onnxruntime")
+    if ratio:
+        a, t = ratio["all"], ratio["fully_tuned"]
+        lines += ["", f"Tuned TVM over ONNX Runtime fp32, same candidates, passes and threads: median **{a['median']:.2f}×** "
+                  f"(range {a['min']:.2f}–{a['max']:.2f}); {a['share_at_or_below_1']:.0%} of {a['n']} candidates at or below "
+                  f"1×, {a['share_within_1_1']:.0%} within 1.1×"
+                  + (f"; over the {t['n']} builds with every workload tuned: median {t['median']:.2f}×." if t["n"] != a["n"] and t["n"] else ".")]
     return "\n".join(lines)
+
+
+def backend_ratio(rows: list[dict], backend: str, reference: str, statistic: str) -> dict:
+    """Per candidate, ``backend``'s latency over ``reference``'s (same passes, same threads): the issue's
+    "tuned TVM at or below ONNX Runtime" goal, over every candidate, and over fully tuned builds only."""
+    def summarise(subset: list[dict]) -> dict:
+        ratios = sorted(figure(pass_values(r, backend, statistic), statistic) / figure(pass_values(r, reference, statistic), statistic)
+                        for r in subset)
+        if not ratios:
+            return {"n": 0}
+        return {"n": len(ratios), "median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1],
+                "share_at_or_below_1": sum(x <= 1.0 for x in ratios) / len(ratios),
+                "share_within_1_1": sum(x <= 1.1 for x in ratios) / len(ratios)}
+
+    result = {"all": summarise(rows), "fully_tuned": summarise([r for r in rows if r.get("is_tuned", True)])}
+    a = result["all"]
+    print(f"{backend} / {reference}: median {a['median']:.2f}× (range {a['min']:.2f}–{a['max']:.2f}), "
+          f"{a['share_at_or_below_1']:.0%} of {a['n']} candidates at or below 1×", flush=True)
+    return result
 
 
 def tuning_summary(tuner, rows: list[dict], args) -> dict:

@@ -130,3 +130,45 @@ def test_a_workload_with_nothing_to_tune_is_not_a_fallback(tmp_path):
     assert report.untunable == [gathers[0].task_name]
     assert gathers[0].task_name not in report.fallback and report.fallback  # the matmul is still a fallback
     assert report.is_fully_tuned is False
+
+
+class TwoLayers(torch.nn.Module):
+    """Tiny's layer and a wider one after it: shares Tiny's matmul workload, adds its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(32, 32)
+        self.wide = torch.nn.Linear(32, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wide(torch.relu(self.fc(x)))
+
+
+def test_pretuning_tunes_each_shared_workload_once_and_every_model_then_hits(tmp_path):
+    """Real MetaSchedule (2 trials per workload) over two models in one run, then both build from the database."""
+    import tvm
+
+    from nas.hardware.compile import compile_relax, import_model
+    from nas.hardware.profiles import resolve_target
+    from nas.hardware.tuning import prepare_for_tuning, tune_workloads
+    from tvm.s_tir import meta_schedule as ms
+
+    host = load_profile("host")
+    target = tvm.target.Target(resolve_target(host))
+    settings = TuningSettings(trials_per_task=2, trials_per_iter=2, cache_dir=str(tmp_path))
+    models = [Tiny().eval(), TwoLayers().eval()]
+    mods = [import_model(m, _inputs())[0] for m in models]
+    per_model = [len(ms.relax_integration.extract_tasks(prepare_for_tuning(m, target), target)) for m in mods]
+
+    report = tune_workloads(iter(mods), target, settings)
+    assert report.n_tasks < sum(per_model)  # the shared 32×32 matmul is one workload, tuned once
+    assert report.hits == 0 and report.tuned + len(report.untunable) == report.n_tasks and not report.fallback
+    assert report.tune_s > 0
+    assert tune_workloads(iter(mods), target, settings).hits == report.n_tasks  # a second pre-tune has nothing to do
+
+    for model in models:
+        tuner = MetaScheduleTuner(settings)
+        compiled = compile_relax(model, _inputs(), host, tuning=tuner)
+        assert tuner.last_report.hit_rate == 1.0 and tuner.last_report.tune_s == 0.0 and compiled.is_tuned
+        with torch.no_grad():
+            np.testing.assert_allclose(compiled.run(*_inputs()), model(*_inputs()).numpy(), rtol=1e-5, atol=1e-5)
