@@ -32,6 +32,7 @@ Writes ``benchmarks/results/predictor_accuracy.json`` (fields ``within_10pct``, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import functools
@@ -280,6 +281,7 @@ def main() -> None:
             pretune(args, host, settings)
             if args.pretune_only:
                 return
+            settings = dataclasses.replace(settings, max_new_tasks=0)  # every build from the database, as pre-tuned
         tuner = MetaScheduleTuner(settings)
     rows = []
     started = time.perf_counter()

@@ -267,11 +267,13 @@ def tune_workloads(
         chosen = sorted((k for k in missing if k not in untunable), key=lambda k: _task_flops(missing[k]), reverse=True)
         if settings.max_new_tasks is not None:
             chosen = chosen[: settings.max_new_tasks]
+        completed = False
         if chosen:
             start = time.perf_counter()
             try:
                 _tune([missing[k] for k in chosen], target, database, settings,
                       weights=[weights[k] for k in chosen], max_trials_global=trials_global)
+                completed = True
             except KeyboardInterrupt:  # a pre-tune may be cut short: what it committed stays, the rest is reported
                 warnings.warn("Tuning interrupted; the records found so far are kept.", RuntimeWarning, stacklevel=2)
             except Exception as exc:  # reported below as fallbacks, like tune_and_apply
@@ -279,8 +281,12 @@ def tune_workloads(
             report.tune_s = time.perf_counter() - start
         still = [k for k in missing if not _has_record(database, missing[k], target)]
         report.tuned = len(missing) - len(still)
-        report.untunable = sorted(missing[k].task_name for k in still if k in untunable or _task_flops(missing[k]) == 0.0)
-        report.fallback = sorted(missing[k].task_name for k in still if not (k in untunable or _task_flops(missing[k]) == 0.0))
+        # As in tune_and_apply: a workload without arithmetic that a completed run could not schedule has no
+        # design space; remembered, so later builds neither retry it nor call themselves untuned for it.
+        untunable |= {k for k in still if completed and k in chosen and _task_flops(missing[k]) == 0.0}
+        _write_untunable(folder, untunable)
+        report.untunable = sorted(missing[k].task_name for k in still if k in untunable)
+        report.fallback = sorted(missing[k].task_name for k in still if k not in untunable)
     return report
 
 
@@ -319,17 +325,21 @@ def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: Tunin
         )
         if not contexts:
             return
-        ms.tune_tasks(
-            tasks=contexts,
-            task_weights=weights if weights is not None else task_weights,
-            work_dir=work_dir,
-            max_trials_global=max_trials_global or settings.trials_per_task * len(contexts),
-            max_trials_per_task=settings.trials_per_task,
-            num_trials_per_iter=min(settings.trials_per_iter, settings.trials_per_task),
-            builder=_kept_pool_builder(),
-            runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S),
-            database=database,
-        )
+        builder = _kept_pool_builder()
+        try:
+            ms.tune_tasks(
+                tasks=contexts,
+                task_weights=weights if weights is not None else task_weights,
+                work_dir=work_dir,
+                max_trials_global=max_trials_global or settings.trials_per_task * len(contexts),
+                max_trials_per_task=settings.trials_per_task,
+                num_trials_per_iter=min(settings.trials_per_iter, settings.trials_per_task),
+                builder=builder,
+                runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S),
+                database=database,
+            )
+        finally:
+            builder.close()
 
 
 def _kept_pool_builder(restart_every: int = 50):
@@ -370,6 +380,11 @@ def _kept_pool_builder(restart_every: int = 50):
                 else:
                     results.append(BuilderResult(None, f"LocalBuilder: An exception occurred\n{outcome.value}"))
             return results
+
+        def close(self) -> None:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
 
     return KeptPoolBuilder()
 
