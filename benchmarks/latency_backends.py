@@ -128,8 +128,8 @@ def markdown(result: dict) -> str:
         f"Measured {result['date']} on {result['machine']} (load average {result['load_avg_before'][0]:.1f} → "
         f"{result['load_avg_after'][0]:.1f}), sequence length {result['seq_len']}, batch 1, median ms. "
         f"Predictor calibrated on: {result['predictor_calibration']}. Floors = FLOPs ÷ peak: measured (numpy "
-        f"SGEMM, best of many runs: {result['host_sgemm_gflops']:.0f} GFLOP/s, below what ONNX Runtime's kernels "
-        f"reach, so not a true floor) and datasheet ({result.get('host_datasheet_gflops') or 0:.0f} GFLOP/s). TVM tuned: {result['tuning']['trials_per_task']} trials per "
+        f"SGEMM, best of many runs: {result['host_sgemm_gflops']:.0f} GFLOP/s; a floor only for kernels no faster "
+        f"than numpy's) and datasheet ({result.get('host_datasheet_gflops') or 0:.0f} GFLOP/s). TVM tuned: {result['tuning']['trials_per_task']} trials per "
         f"new workload, at most {'all' if result['tuning']['max_new_tasks'] is None else result['tuning']['max_new_tasks']} new workloads per shape; workloads "
         f"without a schedule run as default loops (column 'scheduled').",
         *([f"First run ({result['first_run']['date']}, empty database): "
