@@ -4,7 +4,7 @@ schedule), the predictor's estimate and the roofline floor (FLOPs ÷ measured SG
 
 All backends use the host profile's thread count and run in one process, interleaved per shape.
 
-    .venv/bin/python benchmarks/latency_backends.py --tune-shapes 1 --trials 8 --max-new-tasks 4
+    .venv/bin/python benchmarks/latency_backends.py --tune-shapes 6 --trials 64 --max-new-tasks 0   # after a pre-tune
 
 Writes ``benchmarks/results/latency_backends.json`` and replaces the table between the
 ``<!-- latency-backends:begin/end -->`` markers of ``docs/benchmarks.md``.
@@ -80,8 +80,8 @@ def main() -> None:
         r = args.repeats
         row = {"shape": {"n_layers": layers, "hidden_size": hidden, "n_heads": heads, "ffn_size": ffn},
                "gflop": graph.flops / 1e9, "load_avg": os.getloadavg()[0]}
-        # TVM first: timed right after ONNX Runtime in one process, a tuned TVM build ran 2.1x slower for
-        # seconds (0.59 against 0.28 ms; docs/latency.md), so ONNX Runtime and torch come last, as in nas/.
+        # TVM first, as nas/ does: once, right after ONNX Runtime in one process, a tuned build ran 2.1x slower
+        # (0.59 against 0.28 ms), not told apart from the VM's speed switching; ONNX Runtime and torch go last.
         untuned = build_relax(mod, host, ("int64", "int64"))
         row["tvm_untuned_ms"] = measure_tvm(untuned, inputs, host, repeats=max(3, r // 3), number=1).median_ms
         if index < args.tune_shapes:
