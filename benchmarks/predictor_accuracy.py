@@ -3,8 +3,8 @@
 For random shapes of the default search space (layers, hidden, heads, FFN), this script builds a
 BERT-shaped classifier, summarises its fused TVM graph, and measures it on the host with each
 ``--backend``: ONNX Runtime, TVM scheduled from the shared MetaSchedule database (``tvm-tuned``, tuning
-the workloads it lacks with ``--tune-trials`` each: from an empty database, hours for the default space
-here), or untuned TVM. The predictor is fitted on the first
+the workloads it lacks with ``--tune-trials`` each; ``--pretune`` tunes all candidates' distinct workloads in
+one MetaSchedule run first), or untuned TVM. The predictor is fitted on the first
 ``--n-fit`` candidates and scored on the next ``--n-val`` (held out): the share of predictions within
 ±10 % and ±20 % of measured, and Spearman's ρ. Raw measurements and each candidate's predictor features go
 to the JSON too, so the fit can be redone offline.
@@ -18,11 +18,18 @@ and the fit on those 20 looked "ill-conditioned".) The even and odd passes are c
 measurement's own repeatability, printed next to the predictor's accuracy. docs/benchmarks.md
 (latency predictor accuracy) tells what each of these fixed.
 
-    .venv/bin/python benchmarks/predictor_accuracy.py --backend onnxruntime --n-fit 30 --n-val 50 --save-calibration
-    .venv/bin/python benchmarks/predictor_accuracy.py --backend onnxruntime --seed 1 \
-        --check-calibration nas/hardware/calibration.json --out benchmarks/results/predictor_accuracy_seed1.json
+    # the shipped calibration: pre-tune the 80 candidates' workloads, then time tuned TVM and ONNX Runtime
+    .venv/bin/python benchmarks/predictor_accuracy.py --backend tvm-tuned --tune-trials 64 --pretune-only \
+        --pretune-trials-global 4800
+    .venv/bin/python benchmarks/predictor_accuracy.py --backend tvm-tuned --backend onnxruntime --pretune \
+        --pretune-trials-global 300 --save-calibration --check-calibration benchmarks/results/calibration_onnxruntime_seed0.json
+    # ONNX Runtime only
+    .venv/bin/python benchmarks/predictor_accuracy.py --backend onnxruntime --n-fit 30 --n-val 50 \
+        --out benchmarks/results/predictor_accuracy_onnxruntime_seed0.json
 
-Expected run time: about 5 min to prepare 80 candidates, then ~15 s per pass (16 by default) on 2 idle cores.
+Expected run time on 2 idle cores: the pre-tune of 80 candidates (158 distinct workloads, 4,800 trials)
+74 min from an empty database; then about 5 min (ONNX Runtime) or 15 min (plus tuned TVM builds) to prepare
+80 candidates, and 15–30 s per pass (16 by default).
 
 Writes ``benchmarks/results/predictor_accuracy.json`` (fields ``within_10pct``, ``within_20pct``,
 ``spearman``, ``n``) and, with ``--save-calibration``, the fitted calibration to
