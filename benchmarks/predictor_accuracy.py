@@ -394,7 +394,8 @@ def tuning_summary(tuner, rows: list[dict], args) -> dict:
     if untuned:
         print(f"warning: {untuned} of {len(rows)} tvm-tuned builds kept untuned workloads (fallbacks; see each candidate's "
               "'tuning'): their latencies are not tuned TVM's", flush=True)
-    return {**{k: v for k, v in total.items() if k != "fallback"}, "fallback_workloads": len(total["fallback"]),
+    return {**{k: v for k, v in total.items() if k not in ("fallback", "untunable")},
+            "untunable_names": sorted(set(total["untunable"])), "fallback_workloads": len(total["fallback"]),
             "trials_per_task": args.tune_trials, "max_new_tasks": args.max_new_tasks, "builds_with_untuned_workloads": untuned}
 
 

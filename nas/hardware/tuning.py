@@ -180,39 +180,10 @@ def tune_and_apply(
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    folder = database_dir(_target_dict(target), settings)
     fused = prepare_for_tuning(mod, target)
-    report = TuningReport(database=str(folder))
+    folder = database_dir(_target_dict(target), settings)
     with _db_lock(folder):
-        database = ms.database.JSONDatabase(work_dir=str(folder))
-        tasks = ms.relax_integration.extract_tasks(fused, target)
-        report.n_tasks = len(tasks)
-        missing = [t for t in tasks if not _has_record(database, t, target)]
-        report.hits = report.n_tasks - len(missing)
-        known_untunable = _read_untunable(folder)
-        chosen = sorted((t for t in missing if _workload_key(t) not in known_untunable), key=_task_flops, reverse=True)
-        if settings.max_new_tasks is not None:
-            chosen = chosen[: settings.max_new_tasks]
-        tune_ok = False
-        if chosen:
-            start = time.perf_counter()
-            try:
-                _tune(chosen, target, database, settings)
-                tune_ok = True
-            except Exception as exc:  # a MetaSchedule failure leaves those workloads unscheduled, reported below
-                warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}); "
-                              f"the workloads it was tuning stay untuned.", RuntimeWarning, stacklevel=2)
-            report.tune_s = time.perf_counter() - start
-        still_missing = [t for t in missing if not _has_record(database, t, target)]
-        report.tuned = len(missing) - len(still_missing)
-        # A workload without arithmetic that a successful tuning run could not schedule has no design space
-        # (MetaSchedule logs "Total trials: 0"); every later build would ask again, so it is set apart.
-        tried = {id(t) for t in chosen} if tune_ok else set()
-        untunable = [t for t in still_missing if _workload_key(t) in known_untunable
-                     or (id(t) in tried and _task_flops(t) == 0.0)]
-        _write_untunable(folder, known_untunable | {_workload_key(t) for t in untunable})
-        report.untunable = sorted(t.task_name for t in untunable)
-        report.fallback = sorted(t.task_name for t in still_missing if not any(t is u for u in untunable))
+        report, database = _tune_missing(_distinct(ms.relax_integration.extract_tasks(fused, target)), target, settings, folder)
         with target, database:
             scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
     if report.fallback:
@@ -250,44 +221,68 @@ def tune_workloads(
     """
     from tvm.s_tir import meta_schedule as ms
 
+    distinct = _distinct(task for mod in mods for task in ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target))
     folder = database_dir(_target_dict(target), settings)
+    with _db_lock(folder):  # taken after extraction: importing many modules takes minutes
+        report, _ = _tune_missing(distinct, target, settings, folder, trials_global=trials_global, interruptible=True)
+    return report
+
+
+def _distinct(tasks: Iterable[Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Tasks keyed by workload (structural hash), once each, with their summed occurrence weights."""
     unique: dict[str, Any] = {}
     weights: dict[str, float] = {}
-    for mod in mods:
-        for task in ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target):
-            key = _workload_key(task)
-            unique.setdefault(key, task)
-            weights[key] = weights.get(key, 0.0) + float(task.weight)
+    for task in tasks:
+        key = _workload_key(task)
+        unique.setdefault(key, task)
+        weights[key] = weights.get(key, 0.0) + float(task.weight)
+    return unique, weights
+
+
+def _tune_missing(
+    distinct: tuple[dict[str, Any], dict[str, float]], target: tvm.target.Target, settings: TuningSettings, folder: Path,
+    *, trials_global: int | None = None, interruptible: bool = False,
+) -> tuple[TuningReport, Any]:
+    """Tune the workloads of ``distinct`` (from :func:`_distinct`) that the database in ``folder`` lacks; the
+    caller holds its lock. ``interruptible`` turns Ctrl-C into a warning (a pre-tune keeps what it committed); a build
+    inside a campaign lets it through. Returns the report and the opened database.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    unique, weights = distinct
     report = TuningReport(database=str(folder), n_tasks=len(unique))
-    with _db_lock(folder):
-        database = ms.database.JSONDatabase(work_dir=str(folder))
-        missing = {k: t for k, t in unique.items() if not _has_record(database, t, target)}
-        report.hits = report.n_tasks - len(missing)
-        untunable = _read_untunable(folder)
-        chosen = sorted((k for k in missing if k not in untunable), key=lambda k: _task_flops(missing[k]), reverse=True)
-        if settings.max_new_tasks is not None:
-            chosen = chosen[: settings.max_new_tasks]
-        completed = False
-        if chosen:
-            start = time.perf_counter()
-            try:
-                _tune([missing[k] for k in chosen], target, database, settings,
-                      weights=[weights[k] for k in chosen], max_trials_global=trials_global)
-                completed = True
-            except KeyboardInterrupt:  # a pre-tune may be cut short: what it committed stays, the rest is reported
-                warnings.warn("Tuning interrupted; the records found so far are kept.", RuntimeWarning, stacklevel=2)
-            except Exception as exc:  # reported below as fallbacks, like tune_and_apply
-                warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}).", RuntimeWarning, stacklevel=2)
-            report.tune_s = time.perf_counter() - start
-        still = [k for k in missing if not _has_record(database, missing[k], target)]
-        report.tuned = len(missing) - len(still)
-        # As in tune_and_apply: a workload without arithmetic that a completed run could not schedule has no
-        # design space; remembered, so later builds neither retry it nor call themselves untuned for it.
-        untunable |= {k for k in still if completed and k in chosen and _task_flops(missing[k]) == 0.0}
-        _write_untunable(folder, untunable)
-        report.untunable = sorted(missing[k].task_name for k in still if k in untunable)
-        report.fallback = sorted(missing[k].task_name for k in still if k not in untunable)
-    return report
+    database = ms.database.JSONDatabase(work_dir=str(folder))
+    missing = {k: t for k, t in unique.items() if not _has_record(database, t, target)}
+    report.hits = report.n_tasks - len(missing)
+    untunable = _read_untunable(folder)
+    chosen = sorted((k for k in missing if k not in untunable), key=lambda k: _task_flops(missing[k]), reverse=True)
+    if settings.max_new_tasks is not None:
+        chosen = chosen[: settings.max_new_tasks]
+    completed = False
+    if chosen:
+        start = time.perf_counter()
+        try:
+            _tune([missing[k] for k in chosen], target, database, settings,
+                  weights=[weights[k] for k in chosen], max_trials_global=trials_global)
+            completed = True
+        except KeyboardInterrupt:
+            if not interruptible:
+                raise
+            warnings.warn("Tuning interrupted; the records found so far are kept.", RuntimeWarning, stacklevel=3)
+        except Exception as exc:  # a MetaSchedule failure leaves those workloads unscheduled, reported below
+            warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}); "
+                          f"the workloads it was tuning stay untuned.", RuntimeWarning, stacklevel=3)
+        report.tune_s = time.perf_counter() - start
+    still = [k for k in missing if not _has_record(database, missing[k], target)]
+    report.tuned = len(missing) - len(still)
+    # A workload without arithmetic that a completed tuning run could not schedule has no design space
+    # (MetaSchedule logs "Total trials: 0"); every later build would ask again, so it is set apart.
+    tried = set(chosen) if completed else set()
+    untunable |= {k for k in still if k in tried and _task_flops(missing[k]) == 0.0}
+    _write_untunable(folder, untunable)
+    report.untunable = sorted(missing[k].task_name for k in still if k in untunable)
+    report.fallback = sorted(missing[k].task_name for k in still if k not in untunable)
+    return report, database
 
 
 class MetaScheduleTuner:
@@ -316,11 +311,11 @@ class MetaScheduleTuner:
 
 
 def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: TuningSettings,
-          weights: list[float] | None = None, max_trials_global: int | None = None) -> None:
+          weights: list[float], max_trials_global: int | None = None) -> None:
     from tvm.s_tir import meta_schedule as ms
 
     with tempfile.TemporaryDirectory(prefix="lightnas-ms-") as work_dir:
-        contexts, task_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
         )
         if not contexts:
@@ -329,7 +324,7 @@ def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: Tunin
         try:
             ms.tune_tasks(
                 tasks=contexts,
-                task_weights=weights if weights is not None else task_weights,
+                task_weights=weights,
                 work_dir=work_dir,
                 max_trials_global=max_trials_global or settings.trials_per_task * len(contexts),
                 max_trials_per_task=settings.trials_per_task,
