@@ -363,8 +363,8 @@ def default_bench_tracking_uri(cwd: Path | None = None) -> str:
 def log_bench_run(tracking_uri: str, bench: dict[str, Any]) -> str:
     """Log one ``nas bench`` result (``BenchResult.to_dict()``) as a run in the ``bench`` experiment.
 
-    Params: the model and options; metrics: size figures and, per profile, ``<profile>.latency_ms`` and
-    ``<profile>.fits`` (1/0), plus ``reference.<backend>.latency_ms``; the whole result as ``bench.json``.
+    Params: the model and options; metrics: size figures and, per profile, ``latency_ms.<profile>`` and
+    ``fits.<profile>`` (1/0), plus ``reference_latency_ms.<backend>`` (a campaign trial's names); the whole result as ``bench.json``.
 
     Returns:
         The run id.
@@ -391,10 +391,11 @@ def log_bench_run(tracking_uri: str, bench: dict[str, Any]) -> str:
     params["profiles"] = ",".join(p["profile"] for p in bench["profiles"])
     values = {k: float(bench[k]) for k in ("num_params", "stored_size_bytes", "flops", "matmul_flops", "peak_activation_bytes", "wall_s")}
     for p in bench["profiles"]:
-        values[f"{p['profile']}.latency_ms"] = p["latency"]["median_ms"]
-        values[f"{p['profile']}.fits"] = float(p["feasibility"]["is_feasible"])
+        # the names a campaign's trial runs use, so one MLflow query compares bench runs and trials
+        values[f"latency_ms.{p['profile']}"] = p["latency"]["median_ms"]
+        values[f"fits.{p['profile']}"] = float(p["feasibility"]["is_feasible"])
     for name, r in bench["reference"].items():
-        values[f"reference.{name}.latency_ms"] = r["median_ms"]
+        values[f"reference_latency_ms.{name}"] = r["median_ms"]
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
                      params=[Param(k, v[:6000]) for k, v in params.items()])

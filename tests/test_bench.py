@@ -111,8 +111,8 @@ def test_teacher_bench_is_logged_to_mlflow(teacher_bench):
     bench, uri = teacher_bench
     run = MlflowClient(uri).get_run(bench["run_id"])
     assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "bench"
-    assert run.data.metrics["mcu-m4.fits"] == 0.0 and run.data.metrics["host.fits"] == 1.0
-    assert run.data.metrics["host.latency_ms"] == pytest.approx(bench["profiles"][0]["latency"]["median_ms"])
+    assert run.data.metrics["fits.mcu-m4"] == 0.0 and run.data.metrics["fits.host"] == 1.0
+    assert run.data.metrics["latency_ms.host"] == pytest.approx(bench["profiles"][0]["latency"]["median_ms"])
     assert run.data.params["seq_len"] == str(SEQ_LEN)
 
 

@@ -231,3 +231,10 @@ def test_pruned_student_rebuilds_from_its_config() -> None:
     rebuilt = type(model)(type(model.config).from_dict(model.config.to_dict())).eval()
     rebuilt.load_state_dict(model.state_dict())  # strict: every shape agrees
     torch.testing.assert_close(logits_of(rebuilt, BATCHES[0]), logits_of(model, BATCHES[0]))
+
+
+def test_recipe_keys_tell_every_prune_structure_apart():
+    from nas.compress.recipe import PRUNE_STRUCTURES
+
+    keys = {CompressionRecipe(prune_rate=0.3, prune_structure=s).key for s in PRUNE_STRUCTURES}
+    assert len(keys) == len(PRUNE_STRUCTURES)

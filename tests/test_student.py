@@ -129,3 +129,23 @@ def test_feature_distillation_adds_hidden_and_attention_terms():
     assert sum(features[-5:]) < sum(features[:5])  # and training reduces it
     with pytest.raises(ValueError, match="teacher"):
         distil(build_student(Candidate(arch), 2, max_positions=32), split, logits, settings, hidden_weight=1.0)
+
+
+@pytest.mark.parametrize("block_type", list_blocks())
+def test_neuron_pruned_student_of_every_block_type_survives_save_and_reload(tmp_path, block_type):
+    """Neuron pruning shrinks each FFN (a bottleneck's stacked FFNs to different widths in staged pruning);
+    the saved config must describe those shapes, or from_pretrained rebuilds the unpruned widths."""
+    from nas.compress.pipeline import compress_model
+    from nas.compress.prune import ffn_blocks
+    from nas.compress.recipe import CompressionRecipe
+
+    spec = ONE_OF_EACH[block_type]
+    model = build_student(Candidate(Architecture(32, (spec, spec))), num_labels=2)
+    ids, mask = _inputs(batch=4, length=8)
+    batches = [{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}]
+    compress_model(model, CompressionRecipe(prune_rate=0.5, prune_structure="neurons"), calibration_batches=batches)
+    widths = [m.intermediate.dense.out_features for _, m in ffn_blocks(model)]
+    assert widths and max(widths) < spec.ffn_size  # really pruned
+    model.save_pretrained(tmp_path)
+    again = StudentForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(again(ids, mask), model.eval()(ids, mask))

@@ -372,8 +372,11 @@ def _layer_shapes(model: nn.Module) -> dict[int, dict[str, int]]:
     shapes: dict[int, dict[str, int]] = {}
     for i, block in enumerate(attention_blocks(model)):
         shapes.setdefault(_layer_index(block.name, i), {}).update(heads=block.n_heads, head_size=block.head_size)
+    ffn_sizes: dict[int, set[int]] = {}
     for i, (name, module) in enumerate(ffn_blocks(model)):
-        shapes.setdefault(_layer_index(name, i), {})["ffn_size"] = module.intermediate.dense.out_features
+        ffn_sizes.setdefault(_layer_index(name, i), set()).add(module.intermediate.dense.out_features)
+    for layer, sizes in ffn_sizes.items():  # a bottleneck's stacked FFNs may be pruned to different sizes
+        shapes.setdefault(layer, {})["ffn_size"] = max(sizes)
     return shapes
 
 
@@ -390,6 +393,8 @@ def _update_config(model: nn.Module) -> None:
         return
     shapes = _layer_shapes(model)
     config.pruned_layer_shapes = {str(layer): dict(shape) for layer, shape in shapes.items()}
+    # every FFN's own width: the student shrinks these modules when it is rebuilt from its config
+    config.pruned_ffn_sizes = {name: module.intermediate.dense.out_features for name, module in ffn_blocks(model)}
     for key, config_name in (("heads", "num_attention_heads"), ("ffn_size", "intermediate_size"), ("head_size", "attention_head_size")):
         values = {shape[key] for shape in shapes.values() if key in shape}
         if len(values) == 1:
@@ -398,5 +403,9 @@ def _update_config(model: nn.Module) -> None:
     if isinstance(architecture, dict) and isinstance(architecture.get("layers"), list):
         layers = architecture["layers"]
         for layer, shape in shapes.items():
-            if layer < len(layers) and layers[layer].get("type") == "transformer":
+            if layer >= len(layers):
+                continue
+            if layers[layer].get("type") == "transformer":
                 layers[layer].update(shape)  # heads, head_size (no longer hidden // heads) and ffn_size
+            elif "ffn_size" in shape and "ffn_size" in layers[layer]:  # conv, bottleneck: their FFN only
+                layers[layer]["ffn_size"] = shape["ffn_size"]

@@ -13,6 +13,7 @@ from typing import Any
 
 PRUNE_METHODS = ("magnitude", "taylor")
 PRUNE_STRUCTURES = ("unstructured", "heads", "neurons", "heads+neurons")
+_STRUCTURE_CODES = {"unstructured": "u", "heads": "h", "neurons": "n", "heads+neurons": "hn"}  # distinct in keys
 PRUNE_SCHEDULES = ("oneshot", "gradual")
 QUANT_SCHEMES = ("asymmetric", "symmetric", "log", "kmeans")
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 2..8 integer codes, 16 = float16, 32 = not quantized
@@ -70,7 +71,7 @@ class CompressionRecipe:
         """Compact id, e.g. ``p0.3mu-w8e8a32-asym`` (rate, method/structure initials, bits, scheme)."""
         emb = self.weight_bits if self.embedding_bits is None else self.embedding_bits
         return (
-            f"p{self.prune_rate:g}{self.prune_method[0]}{self.prune_structure[0]}{self.prune_schedule[0]}"
+            f"p{self.prune_rate:g}{self.prune_method[0]}{_STRUCTURE_CODES[self.prune_structure]}{self.prune_schedule[0]}"
             f"-w{self.weight_bits}e{emb}a{self.act_bits}-{self.quant_scheme[:4]}{'-qat' + str(self.qat_steps) if self.qat_steps else ''}"
         )
 

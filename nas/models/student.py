@@ -135,6 +135,7 @@ class StudentForSequenceClassification(PreTrainedModel):
         self.bert = StudentBackbone(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        _shrink_ffns(self, getattr(config, "pruned_ffn_sizes", None) or {})
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -284,3 +285,20 @@ def count_flops(arch: Architecture, seq_len: int, num_labels: int = 2) -> int:
     h = arch.hidden_size
     blocks = sum(BLOCKS[b.type].count_flops(b, h, seq_len) for b in arch.layers)
     return Embeddings.count_flops(h, seq_len, arch.embedding_size) + blocks + 2 * (h * h + h * num_labels)
+
+
+def _shrink_ffns(model: nn.Module, sizes: dict[str, int]) -> None:
+    """Give each FFN named in ``sizes`` (module name → inner width) that width, as neuron pruning left it.
+
+    The architecture records one ``ffn_size`` per layer; a bottleneck's stacked FFNs can be pruned to
+    different widths, so a pruned student's config also carries every FFN's own width.
+    """
+    modules = dict(model.named_modules())
+    for name, size in sizes.items():
+        ffn = modules.get(name)
+        if ffn is None or ffn.intermediate.dense.out_features == size:
+            continue
+        dense, out = ffn.intermediate.dense, ffn.output.dense
+        ffn.intermediate.dense = nn.Linear(dense.in_features, size, bias=dense.bias is not None)
+        ffn.output.dense = nn.Linear(size, out.out_features, bias=out.bias is not None)
+
