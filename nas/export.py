@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from nas.hardware.profiles import HardwareProfile
+    from nas.hardware.tuning import TuningSettings
 
 
 def export_hf(model: torch.nn.Module, folder: Path) -> Path:
@@ -80,11 +81,15 @@ def export_onnx(model: torch.nn.Module, seq_len: int, path: Path) -> Path:
     return Path(path)
 
 
-def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, path: Path) -> tuple[Path, str]:
-    """Build ``model`` with TVM Relax for ``profile``'s target and export the library.
+def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, path: Path, *,
+               tuning: TuningSettings | None = None, out: Output | None = None) -> tuple[Path, str]:
+    """Build ``model`` with TVM Relax for ``profile``'s target, scheduled from the shared tuning database.
 
-    Host profiles are linked with the host compiler; other profiles with the profile's ``cross_compiler``
-    (e.g. ``aarch64-linux-gnu-g++``) through ``tvm.contrib.cc.cross_compiler``.
+    Workloads the database lacks are tuned first within ``tuning``'s budget (the records are kept for
+    later builds); ``tuning=None`` builds with TVM's default loops (untuned, 15–50× slower
+    than ONNX Runtime here: see docs/latency.md). Host profiles are linked with the host compiler; other
+    profiles with the profile's ``cross_compiler`` (e.g. ``aarch64-linux-gnu-g++``). Next to the library,
+    ``<path>.json`` says whether it is tuned, how many workloads fell back and what it computes in.
 
     Returns:
         The library path and a sentence on how it was built (target, tuned or not, compiler).
@@ -94,21 +99,27 @@ def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, p
     """
     import torch
 
-    from nas.hardware.compile import compile_relax
+    from nas.hardware.compile import compile_relax, quiet_native_stderr
 
+    tuner = None
+    if tuning is not None:
+        from nas.hardware.tuning import MetaScheduleTuner
+
+        tuner = MetaScheduleTuner(tuning)
     example = (torch.ones(1, seq_len, dtype=torch.long), torch.ones(1, seq_len, dtype=torch.long))
-    compiled = compile_relax(model, example, profile)
+    out = out or Output()
+    with out.progress() as bar:  # tuning the missing workloads can take minutes
+        bar.add_task(f"building the TVM library for {profile.name}" + ("" if tuning is None else f" (tuning missing workloads, {tuning.trials_per_task} trials each)"), total=None)
+        compiled = compile_relax(model, example, profile, tuning=tuner)
     cross = getattr(profile, "cross_compiler", None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from nas.hardware.compile import quiet_native_stderr
-
     if profile.latency.method == "local":
         with quiet_native_stderr():  # "Scope Saving:" once per constant: noise
             compiled.executable.export_library(str(path))
         how = "host compiler"
     elif cross:
-        from tvm.contrib import cc
+        from tvm.support import cc
 
         with quiet_native_stderr():
             compiled.executable.export_library(str(path), fcompile=cc.cross_compiler(cross))
@@ -118,8 +129,19 @@ def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, p
             f"hardware profile {profile.name}: no cross_compiler is set, so its TVM library cannot be linked here; "
             f"add e.g. 'cross_compiler: aarch64-linux-gnu-g++' to the profile YAML."
         )
+    report = tuner.last_report if tuner else None
+    facts = {
+        "library": path.name, "target": compiled.target, "is_tuned": bool(compiled.is_tuned), "linked": how,
+        "inputs": f"input_ids, attention_mask: int64 (1, {seq_len})", "output": "logits: float32 (1, num_labels)",
+        "computes_in": "float32 (TVM 0.27 lowers quantize/dequantize to fp32 arithmetic; weights are stored fp32 "
+                       "at the values the student's quantizer gave them)",
+        "tuning": None if report is None else report.to_dict(),
+    }
+    path.with_suffix(path.suffix + ".json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
     target = json.dumps(compiled.target, sort_keys=True)
-    return path, f"target {target}, {'tuned' if compiled.is_tuned else 'untuned'}, batch 1 × {seq_len} tokens, {how}"
+    state = "untuned (TVM default loops)" if tuner is None else (
+        "tuned" if compiled.is_tuned else f"partly tuned ({len(report.fallback) if report else '?'} workloads on default loops)")
+    return path, f"target {target}, {state}, batch 1 × {seq_len} tokens, {how}"
 
 
 def load_tvm(path: Path) -> Any:
@@ -192,7 +214,7 @@ Untuned TVM latencies rank candidates; they are not what a tuned deployment achi
 
 
 def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Path, card: dict[str, Any], *,
-               seq_len: int, out: Output | None = None) -> dict[str, str]:
+               seq_len: int, tuning: TuningSettings | None = None, out: Output | None = None) -> dict[str, str]:
     """Write every export and the model card into ``export_dir``; returns kind → path."""
     out = out or Output()
     export_dir = Path(export_dir)
@@ -201,7 +223,7 @@ def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Pat
     out.info(f"hugging face folder: {files['huggingface']}")
     files["onnx"] = str(export_onnx(model, seq_len, export_dir / "model.onnx"))
     out.info(f"onnx: {files['onnx']}")
-    tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so")
+    tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so", tuning=tuning, out=out)
     files["tvm"] = str(tvm_path)
     out.info(f"tvm library: {tvm_path} ({how})")
     card = {**card, "files": {**files, "tvm_build": how}}
