@@ -433,6 +433,37 @@ def bench(
     out.result(f"mlflow: {result.tracking_uri} (experiment bench, run {result.run_id})")
 
 
+TUNE_EXAMPLES = """
+Examples:
+
+  nas tune --space default --profile host                  # 20 students, 64 trials per workload
+
+  nas tune --space phone --profile host --candidates 50 --trials-global 3000 --seq-len 64
+"""
+
+
+@app.command(epilog=TUNE_EXAMPLES)
+def tune(
+    space: Annotated[str, typer.Option("--space", "-s", help="Search space (bundled name or .yaml path) to sample students from.")] = "default",
+    profile: Annotated[str, typer.Option("--profile", "-p", help="A profile measured on this machine (see 'nas profiles').")] = "host",
+    candidates: Annotated[int, typer.Option("--candidates", "-n", min=1, help="Students to sample; default: 20.")] = 20,
+    seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence, as the campaign's max_seq_len; default: 64.")] = 64,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="MetaSchedule trials per workload at most; default: 64.")] = 64,
+    trials_global: Annotated[Optional[int], typer.Option("--trials-global", min=1, help="Total trials over all workloads; default: --trials × workloads.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed; default: 0.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Warm the shared tuning database with the workloads of students sampled from a space."""
+    from nas.pretune import pretune_space
+
+    out = Output(quiet=quiet)
+    report = pretune_space(space, profile, candidates=candidates, seq_len=seq_len, seed=seed,
+                           trials_per_task=trials, trials_global=trials_global, out=out)
+    out.result(f"{report.n_tasks} distinct workloads: {report.hits} already in the database, {report.tuned} tuned now "
+               f"in {report.tune_s:.0f} s, {len(report.fallback)} without a schedule, {len(report.untunable)} untunable "
+               f"(no design space); database {report.database}")
+
+
 def main() -> None:
     """Entry point of the ``nas`` console script: map known errors to exit codes."""
     out = Output()
