@@ -437,7 +437,11 @@ def main() -> None:
     """Entry point of the ``nas`` console script: map known errors to exit codes."""
     out = Output()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer turns Ctrl-C into Exit(130) and *returns* that code: pass it on,
+        # or `nas search && nas select` would carry on after an interrupted search.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except NasUserError as exc:
         if os.environ.get("NAS_DEBUG") == "1":
             raise
