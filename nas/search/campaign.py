@@ -20,7 +20,7 @@ from urllib.parse import quote
 import yaml
 
 from nas.config import CampaignConfig, load_campaign_config
-from nas.errors import NasUserError, is_disk_full
+from nas.errors import MissingDependencyError, NasUserError, is_disk_full
 from nas.output import Output
 
 if TYPE_CHECKING:
@@ -93,7 +93,11 @@ def make_sampler(name: str, seed: int, n_objectives: int, constrained: bool = Fa
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed, constraints_func=cf),
     }
-    return samplers[name]()
+    with warnings.catch_warnings():
+        # Optuna 5 deprecates constraints_func (it reads set_constraint values too); the warning is Optuna's
+        # internals, not the user's to act on, and printed even with --quiet.
+        warnings.filterwarnings("ignore", message=r".*`constraints_func`", category=FutureWarning)
+        return samplers[name]()
 
 
 def _stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -211,6 +215,10 @@ def prepare_campaign_dir(config: CampaignConfig | None, campaign_dir: Path, resu
     if resume:
         return read_campaign_config(paths.root)
     if paths.config.exists():
+        holder = lock_holder(paths.root)
+        if holder is not None:
+            raise NasUserError(f"{campaign_dir}: a campaign is running here (driver PID {holder}); wait for it to finish "
+                               f"('nas status {campaign_dir}' shows progress) or choose another --out.")
         raise NasUserError(f"{campaign_dir}: a campaign already exists here; continue it with 'nas resume {campaign_dir}' or choose another --out.")
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -318,6 +326,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
     task = task if task is not None else load_task(config.task)
     out.info(f"task [bold]{task.name}[/]: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
     tensors = tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)
+    sweep_stale_teacher_temps(cache_root(), out)
     teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet)
     source = "cache" if teacher.from_cache else "fine-tuned now"
     out.info(f"teacher ({source}): validation accuracy {teacher.validation_accuracy:.3f}")
@@ -381,6 +390,33 @@ def _prepare_supernet(config: CampaignConfig, ctx: TrialContext, space: Any, out
     how = "cache" if prepared.from_cache else "trained now"
     out.info(f"supernet ({how}): {prepared.path} (training took {prepared.train_time_s:.0f} s)")
     return prepared.path
+
+
+# A teacher fine-tune writes into $LIGHTNAS_CACHE/.tmp-teacher-*/ and renames it into place; it removes the
+# folder itself on any error or Ctrl-C, so only a killed process (SIGKILL, OOM killer, power cut) leaves one.
+# Older than this, no live fine-tune can still own it (the longest measured here: SST-2, 1,990 s).
+STALE_TEMP_S = 24 * 3600
+
+
+def sweep_stale_teacher_temps(root: Path, out: Output, max_age_s: float = STALE_TEMP_S) -> int:
+    """Delete ``.tmp-teacher-*`` folders older than ``max_age_s`` under ``root``; returns how many went."""
+    import shutil
+
+    try:
+        candidates = list(Path(root).glob(".tmp-teacher-*"))
+    except OSError:
+        return 0
+    now, removed = time.time(), 0
+    for folder in candidates:
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder)
+                removed += 1
+        except OSError:  # another process removed it first, or it is not ours to remove: leave it
+            continue
+    if removed:
+        out.info(f"removed {removed} unfinished teacher folder(s) left in {root} by killed runs")
+    return removed
 
 
 def cache_root() -> Path:
@@ -520,6 +556,27 @@ def run_campaign(
         lock.release()
 
 
+def _open_study(config: CampaignConfig, paths: CampaignPaths, constrained: bool, resume: bool) -> optuna.Study:
+    """Create (or, to resume, load) the campaign's study; a database that does not answer is one line."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return optuna.create_study(
+            study_name=config.name,
+            storage=make_storage(config, paths, writer=True),
+            directions=[o.direction for o in config.objectives],
+            sampler=make_sampler(config.sampler, config.seed, len(config.objectives), constrained=constrained),
+            load_if_exists=resume,
+        )
+    except OperationalError as exc:
+        if is_disk_full(exc):
+            raise
+        where = _storage_text(config, paths)
+        raise NasUserError(f"storage {where}: cannot open the study ({_first_line(exc.orig or exc)}); "
+                           "check that the database server runs and the URL, user and password are right.") from None
+
+
 def _entries(folder: Path) -> set[str] | None:
     """Names in ``folder``, or None when it does not exist (what a rejected new campaign must not leave)."""
     try:
@@ -567,6 +624,29 @@ def _discard_new_campaign(paths: CampaignPaths, config: CampaignConfig, existed:
             target.unlink(missing_ok=True)
 
 
+def check_storage(config: CampaignConfig) -> None:
+    """A ``storage`` URL must parse, name a known database and have its driver installed (one line each)."""
+    if config.storage in (None, "journal"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _storage_text(config, CampaignPaths(Path(".")))
+    try:
+        dialect = make_url(config.storage).get_dialect()
+    except NoSuchModuleError:  # a subclass of ArgumentError: first
+        raise NasUserError(f"storage = '{shown}': unknown database kind '{config.storage.split(':', 1)[0]}'; "
+                           "use postgresql://, mysql:// or sqlite:///, or leave it out.") from None
+    except ArgumentError:
+        raise NasUserError(f"storage = '{shown}' is not a database URL; use e.g. postgresql://user:password@host/db, "
+                           "'journal', or leave it out for SQLite in the campaign folder.") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise MissingDependencyError(f"storage = '{shown}' needs the database driver {exc.name or dialect.driver}, which is "
+                                     "not installed; install it (for PostgreSQL: pip install psycopg2-binary).") from None
+
+
 def validate_campaign(config: CampaignConfig, ray_address: str | None = None) -> tuple[Any, Any]:
     """Check everything a user can get wrong before anything is written; returns the space and the task.
 
@@ -591,6 +671,7 @@ def validate_campaign(config: CampaignConfig, ray_address: str | None = None) ->
         from nas.search.executor import check_ray_address
 
         check_ray_address(ray_address or config.executor.address)
+    check_storage(config)
     task = load_task(config.task)
     if config.fidelity.scorer == "supernet":  # a space the supernet cannot share weights over fails here, in one line
         from nas.supernet import SupernetSpec
@@ -614,13 +695,9 @@ def _run_locked(config: CampaignConfig, paths: CampaignPaths, space: Any, task: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
     constrained = bool(config.constraints) or any(p != "host" for p in config.search_profiles())
-    study = optuna.create_study(
-        study_name=config.name,
-        storage=make_storage(config, paths, writer=True),
-        directions=[o.direction for o in config.objectives],
-        sampler=make_sampler(config.sampler, config.seed, len(config.objectives), constrained=constrained),
-        load_if_exists=resume,
-    )
+    if resume and config.storage is None and (paths.root / STUDY_FILE).is_file():
+        check_study_file(paths.root / STUDY_FILE, config.name)  # lost results are said, not restarted over
+    study = _open_study(config, paths, constrained, resume)
     started["study"] = study
     if resume and study.trials:
         # A sampler rebuilt with the same seed would replay its first proposals (NSGA-II's first generation is
@@ -677,6 +754,7 @@ def _run_locked(config: CampaignConfig, paths: CampaignPaths, space: Any, task: 
                  f"{tuning['hits']}/{tuning['tasks']} workloads came from the shared database (hit rate {tuning['hit_rate']:.0%})")
     pareto = pareto_summary(study, config)
     write_pareto_json(pareto, paths.pareto)
+    _warn_if_nothing_feasible(study, config, out)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         build_report(paths.root, tracking_uri=tracking_uri)  # report.html, report.json, trials.csv, pareto.csv
     else:
@@ -698,6 +776,17 @@ def _run_locked(config: CampaignConfig, paths: CampaignPaths, space: Any, task: 
         tracking_uri=tracking_uri,
         wall_s=time.perf_counter() - started_s,
     )
+
+
+def _warn_if_nothing_feasible(study: optuna.Study, config: CampaignConfig, out: Output) -> None:
+    """Say so when trials completed but none met the constraints: the Pareto set is empty for that reason."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "repeat_of" not in t.user_attrs]
+    if complete and not any(t.user_attrs.get("feasible", True) for t in complete):
+        reasons = sorted({t.user_attrs.get("infeasible_reason", "?") for t in complete})
+        out.warn(f"none of the {len(complete)} complete trials met the constraints, so the Pareto set is empty "
+                 f"({'; '.join(reasons[:3])}); loosen the constraints in the campaign file and run a new campaign.")
 
 
 def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Output) -> None:
