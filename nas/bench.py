@@ -241,7 +241,10 @@ def _progress(out: Output | None):
 def _campaign_trial(model_path: str | Path) -> tuple[Path, int] | None:
     """``(campaign folder, trial number)`` when ``model_path`` is ``CAMPAIGN_DIR:TRIAL``, else None."""
     campaign, sep, number = str(model_path).rpartition(":")
-    if sep and number.isdigit() and (Path(campaign) / "campaign.yaml").is_file():
+    if sep and (Path(campaign) / "campaign.yaml").is_file():
+        if not number.isdigit():
+            raise NasUserError(f"{model_path}: '{number}' is not a trial number; write CAMPAIGN_DIR:TRIAL with TRIAL "
+                               f"a whole number ('nas status {campaign}' lists the trials).")
         return Path(campaign), int(number)
     return None
 

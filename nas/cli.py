@@ -295,6 +295,9 @@ def report(
     """Write a campaign's HTML report (self-contained, offline) with its JSON and CSV tables."""
     from nas.report import build_report
 
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        raise NasUserError(f"--out {report_dir}: is a file; the report needs a folder (it writes report.html, report.json "
+                           "and CSV tables there), so give a folder or a new path.")
     files = build_report(campaign_dir, report_dir, png=png, tracking_uri=tracking_uri)
     paths = {"html": files.html, "json": files.json, "trials_csv": files.trials_csv, "pareto_csv": files.pareto_csv,
              **{f"png.{k}": v for k, v in files.png.items()}}
@@ -468,11 +471,15 @@ def main() -> None:
     """Entry point of the ``nas`` console script: map known errors to exit codes."""
     out = Output()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer turns Ctrl-C into Exit(130) and *returns* that code: pass it on,
+        # or `nas search && nas select` would carry on after an interrupted search.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except NasUserError as exc:
         if os.environ.get("NAS_DEBUG") == "1":
             raise
-        out.error(str(exc))
+        _print_error(out, str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -489,8 +496,16 @@ def main() -> None:
 
         if not is_disk_full(exc):
             raise
-        out.error("no space left on the device; free some space and run the command again.")
+        _print_error(out, "no space left on the device; free some space and run the command again.")
         sys.exit(1)
+
+
+def _print_error(out: Output, message: str) -> None:
+    """``error: message`` with the message printed verbatim: rich would read ``x:abc:`` as an emoji code and
+    ``[brackets]`` as style tags, and a message names the user's own values."""
+    from rich.text import Text
+
+    out.stderr.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from nas.data.loaders import TaskConfig
 from nas.models.teacher import TeacherSettings
@@ -24,6 +24,26 @@ Metric = Literal["accuracy", "latency_ms", "size_bytes", "flash_bytes", "peak_me
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """Pydantic reads ``true`` as 1 for an int field (``n_trials: true`` would run one trial): refuse it."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _annotation_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError("a number is needed here, not true/false")
+        return value
+
+
+def _annotation_types(annotation: object) -> set[object]:
+    """The plain types in an annotation such as ``int | None`` or ``Literal[...]`` (for the bool check)."""
+    found, stack = set(), [annotation]
+    while stack:
+        a = stack.pop()
+        found.add(a)
+        stack.extend(getattr(a, "__args__", ()))
+    return found
 
 
 class ObjectiveConfig(_Strict):
@@ -175,7 +195,8 @@ class CampaignConfig(_Strict):
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    seed: int = 0
+    # Trial t is seeded with seed + t, and numpy/Optuna take seeds below 2**32: keep room for the trials.
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
     def search_profiles(self) -> list[str]:
         """Profiles the search must fit: those an objective or constraint names (all profiles if none does).
@@ -191,6 +212,9 @@ class CampaignConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:
+        repeated = sorted({p for p in self.profiles if self.profiles.count(p) > 1})
+        if repeated:
+            raise ValueError(f"profile {repeated[0]!r} is listed twice; list each profile once")
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objectives repeat a metric: {names}")

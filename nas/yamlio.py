@@ -26,9 +26,11 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise NasUserError(f"{path}: file not found; check the path.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as exc:
         raise NasUserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from None
+    except DuplicateKeyError as exc:
+        raise NasUserError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -39,6 +41,35 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise NasUserError(f"{path}: expected a mapping of keys to values at the top, got {type(data).__name__}.")
     return data
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (``n_trials: 5`` ... ``n_trials: 5000``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in first_line:
+                raise DuplicateKeyError(f"key '{key}' appears twice (lines {first_line[key]} and {line}); "
+                                        "keep one of them.")
+            if isinstance(key, (str, int, float, bool)):
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names the value, it does not print the whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_validation_error(source: str, exc: ValidationError, model: type[BaseModel]) -> str:
@@ -55,7 +86,10 @@ def describe_validation_error(source: str, exc: ValidationError, model: type[Bas
     if err["type"] == "missing":
         return f"{source}: missing required key '{field}'; add it."
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{source}: {field} = {value!r} is invalid: {msg}."
+    if not err["loc"] or isinstance(value, dict):  # a check across fields: the value would be a whole mapping
+        where = "" if not err["loc"] else f"{field}: "
+        return f"{source}: {where}{msg}."
+    return f"{source}: {field} = {_short_repr(value)} is invalid: {msg}."
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -7,6 +7,7 @@ message names the problem, and that no traceback escaped. ``pytest -m bad_input`
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class Case:
     setup: Callable[[Path], list[str]]  # writes files under the folder, returns the CLI arguments
     message: str  # must appear in stderr
     code: int = 1
+    absent: tuple[str, ...] = ()  # must not appear in stderr (a misleading word, a dumped config)
 
 
 def _campaign(tmp: Path, **overrides) -> list[str]:
@@ -103,7 +105,105 @@ def _no_campaign(command: str) -> Callable[[Path], list[str]]:
     return lambda tmp: [command, str(tmp)]
 
 
+def _campaign_folder(tmp: Path, study: str | None = "test", trials: int = 0) -> Path:
+    """A campaign folder as ``nas search`` leaves it: campaign.yaml and (with ``study``) a real Optuna study.db."""
+    import optuna
+
+    from nas.search.campaign import CampaignPaths, sqlite_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = tmp / "camp"
+    folder.mkdir()
+    (folder / "campaign.yaml").write_text(yaml.safe_dump(small_campaign_dict()))
+    if study is not None:
+        storage = sqlite_storage(CampaignPaths(folder).root / "study.db", writer=True)
+        created = optuna.create_study(study_name=study, storage=storage, directions=["maximize", "minimize"])
+        for i in range(trials):
+            created.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.5 + i / 100, 3.0],
+                                                        user_attrs={"note": "x" * 2000}))
+        storage.engine.dispose()  # close it, as a finished driver does (merges the -wal file)
+    return folder
+
+
+def _with_study_file(content: bytes | None = None, *, command: str = "status", study: str | None = "test",
+                     truncate_to: float | None = None, foreign_table: bool = False) -> Callable[[Path], list[str]]:
+    """A campaign whose study.db is replaced by ``content``, cut to a fraction of its size, or another database."""
+
+    def setup(tmp: Path) -> list[str]:
+        import sqlite3
+
+        folder = _campaign_folder(tmp, study=study, trials=40)
+        db = folder / "study.db"
+        if content is not None:
+            db.write_bytes(content)
+        if truncate_to is not None:
+            data = db.read_bytes()
+            db.write_bytes(data[: int(len(data) * truncate_to)])
+        if foreign_table:
+            db.unlink()
+            with sqlite3.connect(db) as conn:
+                conn.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
+        extra = {"status": [], "resume": ["--quiet"], "report": [], "select": ["--profile", "host", "--quiet"]}[command]
+        return [command, str(folder), *extra]
+
+    return setup
+
+
+def _live_driver(command: str) -> Callable[[Path], list[str]]:
+    """A campaign folder whose lock is held (by this process, as a running driver would hold it)."""
+
+    def setup(tmp: Path) -> list[str]:
+        from nas.search.campaign import CampaignLock
+
+        folder = _campaign_folder(tmp, trials=1)
+        lock = CampaignLock(folder)
+        lock.acquire(create=False)
+        _HELD_LOCKS.append(lock)  # released by the fixture below, after the command has run
+        if command == "search":
+            return _campaign(tmp)[:-3] + ["--out", str(folder), "--quiet"]
+        return [command, str(folder), "--quiet"]
+
+    return setup
+
+
+_HELD_LOCKS: list = []
+
+
+def _a_file(command: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "notes.txt").write_text("not a campaign")
+        return [command, str(tmp / "notes.txt")]
+
+    return setup
+
+
+def _report_out_at_a_file(tmp: Path) -> list[str]:
+    folder = _campaign_folder(tmp, trials=1)
+    (tmp / "report.html").write_text("an existing file")
+    return ["report", str(folder), "--out", str(tmp / "report.html")]
+
+
+def _bench_bad_trial(tmp: Path) -> list[str]:
+    folder = _campaign_folder(tmp, study=None)
+    return ["bench", f"{folder}:abc", "--profiles", "host"]
+
+
+def _long_cell(tmp: Path) -> list[str]:
+    return _with_file("train.tsv", "sentence\tlabel\n" + "good\t1\nbad\t0\n" * 4 + "x" * 1_200_000 + "\t1\n")(tmp)
+
+
+def _campaign_over(text: str) -> Callable[[Path], list[str]]:
+    """A campaign file: the small test campaign with ``text`` (YAML) appended."""
+
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "campaign.yaml").write_text(yaml.safe_dump(small_campaign_dict()) + text)
+        return ["search", "--config", str(tmp / "campaign.yaml"), "--out", str(tmp / "out"), "--quiet"]
+
+    return setup
+
+
 GOOD_SPACE = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
+ROWS = "".join(f"{w}\t{y}\n" for w, y in [("good", 1), ("bad", 0)] * 4)  # 8 valid TSV rows, both classes
 
 CASES = [
     # campaign files
@@ -161,10 +261,64 @@ CASES = [
     Case("empty dataset", _with_file("train.tsv", "sentence\tlabel\n"), "no data rows"),
     Case("single-class dataset", _with_file("train.tsv", "sentence\tlabel\n" + "good\t1\n" * 8), "class"),
     Case("non-UTF-8 text", _with_file("train.tsv", b"sentence\tlabel\ncaf\xe9\t1\nbad\t0\n"), "not UTF-8"),
+    # campaign files: values YAML or pydantic would accept silently
+    Case("a key given twice", _raw_campaign("n_trials: 5\nseed: 1\nn_trials: 5000\n"),
+         "key 'n_trials' appears twice (lines 1 and 3)"),
+    Case("a key given twice in a section", _raw_campaign("fidelity:\n  steps: 10\n  steps: 20\n"), "appears twice"),
+    Case("true as a trial budget", _raw_campaign("n_trials: true\n"), "n_trials = True is invalid"),
+    Case("true as training steps", _raw_campaign("fidelity: {steps: yes}\n"), "not true/false"),
+    Case("a profile listed twice", _raw_campaign("profiles: [host, host]\n"), "profile 'host' is listed twice"),
+    Case("negative seed", _raw_campaign("seed: -1\n"), "seed = -1 is invalid"),
+    Case("seed too large", _raw_campaign("seed: 99999999999\n"), "seed = 99999999999 is invalid"),
+    Case("storage that is not a URL", _raw_campaign("storage: my database\n"), "is not a database URL"),
+    Case("storage of an unknown database kind", _raw_campaign("storage: 'foo://db.example/x'\n"), "unknown database kind"),
+    Case("PostgreSQL storage without its driver", _raw_campaign("storage: 'postgresql+pg8000://u:secret@127.0.0.1/db'\n"),
+         "needs the database driver", absent=("secret",)),
+    Case("a cross-field error does not print the whole section",
+         _raw_campaign("fidelity: {steps: 50, min_steps: 80, batch_size: 16, lr: 0.001}\n"), "min_steps (80)",
+         absent=("{'steps'", "batch_size")),
+    # data files
+    Case("two rows: too few for a validation split", _with_file("train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n"),
+         "too few to carve a validation split"),
+    Case("a text file renamed .parquet", _with_file("train.parquet", "sentence\tlabel\ngood\t1\n"), "not a readable Parquet file"),
+    Case("every sentence empty", _with_file("train.jsonl", "".join(f'{{"sentence": "", "label": {i % 2}}}\n' for i in range(8))),
+         "every value of column 'sentence' is empty"),
+    Case("TSV row with an extra column", _with_file("train.tsv", "sentence\tlabel\n" + ROWS + "so\tgood\t1\n"),
+         "line 10 has 3 tab-separated cells but the header has 2"),
+    Case("CSV row with an extra column", _with_file("train.csv", "sentence,label\n" + ROWS.replace("\t", ",") + "so,good,1\n"),
+         "line 10 has 3 comma-separated cells"),
+    Case("a 1.2 MB TSV cell", _long_cell, "has a cell longer than 131,072 characters", absent=("quoting",)),
+    # campaign folders
+    Case("status of an empty study.db", _with_study_file(b""), "the study file is empty", absent=("not started",)),
+    Case("status of a study.db that is not SQLite", _with_study_file(b"hello, I am a text file\n" * 50),
+         "not a readable SQLite database"),
+    Case("status of a truncated study.db", _with_study_file(truncate_to=0.5), "study.db", absent=("not started",)),
+    Case("status of a foreign SQLite database", _with_study_file(foreign_table=True), "not an Optuna study file"),
+    Case("status of another campaign's study.db", _with_study_file(study="someone-else"), "holds no study named 'test'",
+         absent=("not started",)),
+    Case("resume of a corrupt study.db", _with_study_file(b"garbage" * 100, command="resume"), "not a readable SQLite database"),
+    Case("resume of an empty study.db", _with_study_file(b"", command="resume"), "the study file is empty"),
+    Case("report of a corrupt study.db", _with_study_file(b"garbage" * 100, command="report"), "not a readable SQLite database"),
+    Case("select of a corrupt study.db", _with_study_file(b"garbage" * 100, command="select"), "not a readable SQLite database"),
+    Case("resume of a file, not a folder", _a_file("resume"), "is a file, not a campaign folder", absent=("start one with",)),
+    Case("status of a file, not a folder", _a_file("status"), "is a file, not a campaign folder"),
+    Case("resume while the driver runs", _live_driver("resume"), f"another driver (PID {os.getpid()}) is running this campaign"),
+    Case("search into a folder whose driver runs", _live_driver("search"), f"a campaign is running here (driver PID {os.getpid()})"),
+    Case("report --out at an existing file", _report_out_at_a_file, "is a file; the report needs a folder"),
+    # nas bench
+    Case("bench of CAMPAIGN:abc", _bench_bad_trial, "'abc' is not a trial number"),
+    Case("bench of x:abc is printed verbatim", lambda t: ["bench", "x:abc", "--profiles", "host"], "x:abc: no such file"),
     # the command line itself
     Case("bad option value", lambda t: ["search", "--n-trials", "zero"], "Invalid value", code=2),
     Case("unknown command", lambda t: ["serch"], "No such command", code=2),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _release_held_locks():
+    yield
+    while _HELD_LOCKS:
+        _HELD_LOCKS.pop().release()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -201,10 +355,12 @@ def test_bad_input_gets_one_clear_line(case: Case, tmp_path: Path, capsys, monke
     assert code == case.code, err
     assert case.message in err, err
     assert "Traceback" not in err
+    for text in case.absent:
+        assert text not in err, err
     if case.code == 1:
         lines = [line for line in err.strip().splitlines() if line.strip()]
         assert len(lines) == 1, f"expected one line, got: {err}"
 
 
 def test_the_catalogue_is_large_enough():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 60

@@ -122,6 +122,11 @@ def _assemble(spec: TaskConfig, raw: _Raw, label_names: list[str] | None) -> Tas
         train_idx, val_idx = _stratified_carve(labels, spec.validation_fraction, spec.seed)
         splits["train"] = Split([texts[i] for i in train_idx], [labels[i] for i in train_idx])
         splits["validation"] = Split([texts[i] for i in val_idx], [labels[i] for i in val_idx])
+        if not val_idx:  # every class has one row: carving one out would leave train without that class
+            raise NasUserError(
+                f"{train_origin}: {len(texts)} rows are too few to carve a validation split (each class needs at "
+                "least 2 rows); add rows, or give a validation file with 'validation'."
+            )
     if "test" in raw:
         splits["test"] = Split(*raw["test"][:2])
     for split_name in ("validation", "test"):
@@ -228,10 +233,30 @@ def _read_delimited(path: Path, content: str, suffix: str) -> tuple[list[str], l
     try:
         table = [row for row in reader if row]
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise NasUserError(
+                f"{path}: line {reader.line_num} has a cell longer than {csv.field_size_limit():,} characters, far more "
+                f"than any sentence (texts are cut to max_seq_len tokens); shorten it"
+                + (", or look for an unclosed quote above it." if suffix == ".csv" else ".")
+            ) from None
         raise NasUserError(f"{path}: line {reader.line_num} is not valid {suffix[1:].upper()} ({exc}); fix the quoting.") from None
     if not table:
         raise NasUserError(f"{path}: the file is empty; it needs a header line and at least one row.")
+    _check_row_widths(path, table, suffix)
     return table[0], table[1:]
+
+
+def _check_row_widths(path: Path, table: list[list[str]], suffix: str) -> None:
+    """A row with more cells than the header has lost its columns' meaning (a tab or comma inside a sentence)."""
+    width = len(table[0])
+    for line_no, row in enumerate(table[1:], start=2):
+        if len(row) > width:
+            sep = "tab" if suffix == ".tsv" else "comma"
+            hint = "a sentence holding a tab" if suffix == ".tsv" else "a sentence with a comma that is not in quotes"
+            raise NasUserError(
+                f"{path}: line {line_no} has {len(row)} {sep}-separated cells but the header has {width} "
+                f"({hint}?); fix that row so every row has {width} cells."
+            )
 
 
 def _read_jsonl(path: Path, content: str) -> tuple[list[str], list[list[Any]]]:
@@ -255,7 +280,13 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingDependencyError(f"{path}: reading .parquet needs pyarrow; install it with: pip install pyarrow") from None
-    table = pq.read_table(path).to_pydict()
+    import pyarrow
+
+    try:
+        table = pq.read_table(path).to_pydict()
+    except (pyarrow.ArrowInvalid, OSError) as exc:
+        raise NasUserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:120]}); "
+                           "write it with pandas/pyarrow, or rename it to its real type (.tsv, .csv, .jsonl).") from None
     columns = list(table)
     return columns, [list(row) for row in zip(*table.values(), strict=True)] if columns else []
 
@@ -298,6 +329,9 @@ def _columns_to_split(
             )
         texts.append(text)
         labels.append(label)
+    if not any(t.strip() for t in texts):
+        raise NasUserError(f"{origin}: every value of column '{spec.text_column}' is empty; "
+                           "is text_column the column that holds the sentences?")
     return texts, labels, origin
 
 

@@ -15,11 +15,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import yaml
 
 from nas.config import CampaignConfig, load_campaign_config
-from nas.errors import NasUserError, is_disk_full
+from nas.errors import MissingDependencyError, NasUserError, is_disk_full
 from nas.output import Output
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "campaign.yaml"
 STUDY_FILE = "study.db"
+LOCK_FILE = "driver.lock"  # see CampaignLock
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,11 @@ def make_sampler(name: str, seed: int, n_objectives: int, constrained: bool = Fa
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed, constraints_func=cf),
     }
-    return samplers[name]()
+    with warnings.catch_warnings():
+        # Optuna 5 deprecates constraints_func (it reads set_constraint values too); the warning is Optuna's
+        # internals, not the user's to act on, and printed even with --quiet.
+        warnings.filterwarnings("ignore", message=r".*`constraints_func`", category=FutureWarning)
+        return samplers[name]()
 
 
 def _stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -135,14 +141,43 @@ def sqlite_storage(path: Path, *, writer: bool = False) -> Any:
     from sqlalchemy import event
 
     path = Path(path).resolve()
+    url = f"sqlite:///{path}"
     if writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=60) as db:  # before Optuna opens the file
             db.execute("PRAGMA journal_mode=WAL")
-    storage = RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}}, skip_table_creation=not writer)
+    elif not folder_is_writable(path.parent):
+        url = f"sqlite:///{_read_only_uri(path)}&uri=true"
+    storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}, skip_table_creation=not writer)
     event.listen(storage.engine, "connect", _synchronous_normal)  # per connection, so reopen them all
     storage.engine.dispose()
     return storage
+
+
+def folder_is_writable(folder: Path) -> bool:
+    """True if files can be created in ``folder`` (a read-only mount counts as not, even for root)."""
+    import os
+
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _read_only_uri(db: Path) -> str:
+    """A SQLite URI that reads ``db`` in a folder where its ``-shm`` file cannot be created.
+
+    ``immutable=1`` (no locks, no ``-shm``) is exact when no ``-wal`` file holds changes not yet merged into the
+    file, which is the case after a driver closed it; with a ``-wal`` left by a killed driver nothing can read
+    it without writing, which is a user error.
+    """
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise NasUserError(f"{db}: the folder is read-only and {wal.name} holds changes not yet merged into the study "
+                           "(the driver was killed); open it once in a writable copy of the folder.")
+    return f"file:{quote(str(db))}?mode=ro&immutable=1"
 
 
 def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
@@ -164,14 +199,26 @@ def make_executor(config: CampaignConfig, campaign_dir: Path, ray_address: str |
     )
 
 
+def read_campaign_config(campaign_dir: Path) -> CampaignConfig:
+    """The config of the campaign in ``campaign_dir`` (to resume it); a folder without one is a user error."""
+    paths = CampaignPaths(Path(campaign_dir))
+    if paths.root.is_file():
+        raise NasUserError(f"{campaign_dir}: is a file, not a campaign folder; give the folder that 'nas search --out' created.")
+    if not paths.config.is_file():
+        raise NasUserError(f"{campaign_dir}: no campaign here ({CONFIG_FILE} is missing); start one with 'nas search --out {campaign_dir}'.")
+    return load_campaign_config(paths.config)
+
+
 def prepare_campaign_dir(config: CampaignConfig | None, campaign_dir: Path, resume: bool) -> CampaignConfig:
     """Create (or, to resume, read) the campaign folder and return the campaign's config."""
     paths = CampaignPaths(Path(campaign_dir))
     if resume:
-        if not paths.config.is_file():
-            raise NasUserError(f"{campaign_dir}: no campaign here ({CONFIG_FILE} is missing); start one with 'nas search --out {campaign_dir}'.")
-        return load_campaign_config(paths.config)
+        return read_campaign_config(paths.root)
     if paths.config.exists():
+        holder = lock_holder(paths.root)
+        if holder is not None:
+            raise NasUserError(f"{campaign_dir}: a campaign is running here (driver PID {holder}); wait for it to finish "
+                               f"('nas status {campaign_dir}' shows progress) or choose another --out.")
         raise NasUserError(f"{campaign_dir}: a campaign already exists here; continue it with 'nas resume {campaign_dir}' or choose another --out.")
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -179,6 +226,84 @@ def prepare_campaign_dir(config: CampaignConfig | None, campaign_dir: Path, resu
     except OSError as exc:
         raise NasUserError(f"{campaign_dir}: cannot write the campaign folder ({exc.strerror}); choose a writable --out.") from None
     return config
+
+
+class CampaignLock:
+    """One driver per campaign folder: an exclusive ``flock`` on ``CAMPAIGN/driver.lock``, holding its PID.
+
+    The kernel releases a ``flock`` when its process dies, however it dies (``kill -9`` included), so a lock
+    file left by a killed driver blocks nothing; only a live driver's lock refuses a second ``nas search`` or
+    ``nas resume`` (which would otherwise mark the live trials "interrupted" and re-run them). The file
+    descriptor is not inherited across ``exec`` (Python's default), so Ray's and TVM's helper processes do
+    not keep the lock alive after the driver. A local file system is needed (``flock`` over NFS is not
+    reliable), as SQLite's WAL already requires.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self, create: bool) -> None:
+        """Take the lock, creating the folder first when ``create``; a live holder is a user error naming its PID."""
+        import fcntl
+        import os
+
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise NasUserError(f"{self.root}: cannot write the campaign folder ({exc.strerror}); "
+                               "make it writable or choose a writable --out.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise NasUserError(
+                f"{self.root}: another driver (PID {holder or '?'}) is running this campaign; wait for it to finish "
+                f"('nas status {self.root}' shows progress) or stop it, then run 'nas resume {self.root}'."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        import fcntl
+        import os
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_holder(campaign_dir: str | Path) -> int | None:
+    """PID of the live driver holding the campaign's lock, or None (no lock file, or a stale one: free)."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(Path(campaign_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    import os
+
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 def build_context(config: CampaignConfig, out: Output, study: optuna.Study | None = None, task: Any = None,
@@ -201,6 +326,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
     task = task if task is not None else load_task(config.task)
     out.info(f"task [bold]{task.name}[/]: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
     tensors = tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)
+    sweep_stale_teacher_temps(cache_root(), out)
     teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet)
     source = "cache" if teacher.from_cache else "fine-tuned now"
     out.info(f"teacher ({source}): validation accuracy {teacher.validation_accuracy:.3f}")
@@ -264,6 +390,33 @@ def _prepare_supernet(config: CampaignConfig, ctx: TrialContext, space: Any, out
     how = "cache" if prepared.from_cache else "trained now"
     out.info(f"supernet ({how}): {prepared.path} (training took {prepared.train_time_s:.0f} s)")
     return prepared.path
+
+
+# A teacher fine-tune writes into $LIGHTNAS_CACHE/.tmp-teacher-*/ and renames it into place; it removes the
+# folder itself on any error or Ctrl-C, so only a killed process (SIGKILL, OOM killer, power cut) leaves one.
+# Older than this, no live fine-tune can still own it (the longest measured here: SST-2, 1,990 s).
+STALE_TEMP_S = 24 * 3600
+
+
+def sweep_stale_teacher_temps(root: Path, out: Output, max_age_s: float = STALE_TEMP_S) -> int:
+    """Delete ``.tmp-teacher-*`` folders older than ``max_age_s`` under ``root``; returns how many went."""
+    import shutil
+
+    try:
+        candidates = list(Path(root).glob(".tmp-teacher-*"))
+    except OSError:
+        return 0
+    now, removed = time.time(), 0
+    for folder in candidates:
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder)
+                removed += 1
+        except OSError:  # another process removed it first, or it is not ours to remove: leave it
+            continue
+    if removed:
+        out.info(f"removed {removed} unfinished teacher folder(s) left in {root} by killed runs")
+    return removed
 
 
 def cache_root() -> Path:
@@ -371,20 +524,138 @@ def run_campaign(
         Counts, the Pareto set and where everything was written.
 
     Raises:
-        NasUserError: For a bad folder, config, space or profile.
+        NasUserError: For a bad folder, config, space or profile, or when another live driver holds the
+            folder's lock. A new campaign rejected before any trial finished leaves no files behind, so the
+            corrected command can run on the same ``--out``.
     """
-    import optuna
+    out = out or Output()
+    paths = CampaignPaths(Path(campaign_dir))
+    if resume:
+        config = read_campaign_config(paths.root)
+    elif paths.config.exists():  # before the validation's seconds: say at once that this folder is taken
+        prepare_campaign_dir(config, paths.root, resume=False)
+    space, task = validate_campaign(config, ray_address)
+    existed = _entries(paths.root)
+    lock = CampaignLock(paths.root)
+    lock.acquire(create=not resume)
+    started: dict[str, Any] = {}  # what _run_locked has created so far: the study, the tracker
+    try:
+        config = prepare_campaign_dir(config, paths.root, resume)
+        return _run_locked(config, paths, space, task, started, resume=resume, ray_address=ray_address,
+                           tracking_uri=tracking_uri, out=out)
+    except KeyboardInterrupt:  # Ctrl-C: keep everything (the CLI exits 130); nas resume continues
+        if "tracker" in started:
+            started["tracker"].finish(status="KILLED")
+        out.error(f"stopped; finished trials are saved. Resume with: nas resume {paths.root}")
+        raise
+    except Exception:
+        if not resume and not _has_finished_trials(started.get("study")):
+            _discard_new_campaign(paths, config, existed, started)
+        raise
+    finally:
+        lock.release()
 
+
+def _open_study(config: CampaignConfig, paths: CampaignPaths, constrained: bool, resume: bool) -> optuna.Study:
+    """Create (or, to resume, load) the campaign's study; a database that does not answer is one line."""
+    import optuna
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return optuna.create_study(
+            study_name=config.name,
+            storage=make_storage(config, paths, writer=True),
+            directions=[o.direction for o in config.objectives],
+            sampler=make_sampler(config.sampler, config.seed, len(config.objectives), constrained=constrained),
+            load_if_exists=resume,
+        )
+    except OperationalError as exc:
+        if is_disk_full(exc):
+            raise
+        where = _storage_text(config, paths)
+        raise NasUserError(f"storage {where}: cannot open the study ({_first_line(exc.orig or exc)}); "
+                           "check that the database server runs and the URL, user and password are right.") from None
+
+
+def _entries(folder: Path) -> set[str] | None:
+    """Names in ``folder``, or None when it does not exist (what a rejected new campaign must not leave)."""
+    try:
+        return {p.name for p in folder.iterdir()}
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return set()
+
+
+def _has_finished_trials(study: Any) -> bool:
+    """True when ``study`` holds a told trial, or cannot be read (then nothing may be deleted)."""
+    if study is None:
+        return False
+    try:
+        return any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    except Exception:  # unreadable (disk full, server gone): keep the files, the safe side
+        return True
+
+
+def _discard_new_campaign(paths: CampaignPaths, config: CampaignConfig, existed: set[str] | None,
+                          started: dict[str, Any]) -> None:
+    """Remove what a new campaign that failed before any trial finished created, so the fix can rerun it.
+
+    Only what this run created goes: the folder when it did not exist before, else the entries that were not
+    there. A study in a database server (``storage`` URL) is deleted, and an MLflow parent run on a server is
+    marked FAILED; a trial that was running is lost, as it would be to ``kill -9``.
+    """
+    import shutil
+
+    if "tracker" in started:
+        started["tracker"].finish(status="FAILED")
+    if "study" in started and config.storage not in (None, "journal"):
+        import optuna
+
+        optuna.delete_study(study_name=config.name, storage=config.storage)
+    if existed is None:
+        shutil.rmtree(paths.root, ignore_errors=True)
+        return
+    for name in sorted(set(_entries(paths.root) or ()) - existed):
+        target = paths.root / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def check_storage(config: CampaignConfig) -> None:
+    """A ``storage`` URL must parse, name a known database and have its driver installed (one line each)."""
+    if config.storage in (None, "journal"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _storage_text(config, CampaignPaths(Path(".")))
+    try:
+        dialect = make_url(config.storage).get_dialect()
+    except NoSuchModuleError:  # a subclass of ArgumentError: first
+        raise NasUserError(f"storage = '{shown}': unknown database kind '{config.storage.split(':', 1)[0]}'; "
+                           "use postgresql://, mysql:// or sqlite:///, or leave it out.") from None
+    except ArgumentError:
+        raise NasUserError(f"storage = '{shown}' is not a database URL; use e.g. postgresql://user:password@host/db, "
+                           "'journal', or leave it out for SQLite in the campaign folder.") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise MissingDependencyError(f"storage = '{shown}' needs the database driver {exc.name or dialect.driver}, which is "
+                                     "not installed; install it (for PostgreSQL: pip install psycopg2-binary).") from None
+
+
+def validate_campaign(config: CampaignConfig, ray_address: str | None = None) -> tuple[Any, Any]:
+    """Check everything a user can get wrong before anything is written; returns the space and the task.
+
+    Nothing here creates a file, a study, an MLflow run or a teacher, so a mistake costs seconds.
+    """
     from nas.hardware.profiles import load_profile
     from nas.search.space import load_space
-    from nas.tracking import CampaignTracker, default_tracking_uri
 
-    out = out or Output()
-    started = time.perf_counter()
-    paths = CampaignPaths(Path(campaign_dir))
-    config = prepare_campaign_dir(config, paths.root, resume)
     space = load_space(config.space)
-    # validate everything a user can get wrong before creating the study, the MLflow run or the teacher
     from nas.data.loaders import load_task
     from nas.models.teacher import load_tokenizer
 
@@ -400,22 +671,34 @@ def run_campaign(
         from nas.search.executor import check_ray_address
 
         check_ray_address(ray_address or config.executor.address)
+    check_storage(config)
     task = load_task(config.task)
     if config.fidelity.scorer == "supernet":  # a space the supernet cannot share weights over fails here, in one line
         from nas.supernet import SupernetSpec
 
         SupernetSpec.from_space(space, num_labels=task.num_labels, max_positions=config.max_seq_len, where=f"space '{config.space}'")
 
+    return space, task
+
+
+def _run_locked(config: CampaignConfig, paths: CampaignPaths, space: Any, task: Any, started: dict[str, Any], *,
+                resume: bool, ray_address: str | None, tracking_uri: str | None, out: Output) -> CampaignResult:
+    """:func:`run_campaign` once the folder is locked and validated: study, MLflow run, teacher, trials, report.
+
+    ``started`` receives the study and the tracker as soon as they exist, for the caller's clean-up.
+    """
+    import optuna
+
+    from nas.tracking import CampaignTracker, default_tracking_uri
+
+    started_s = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # device fit (compiles, fits flash/SRAM) constrains the non-host profiles the search targets
     constrained = bool(config.constraints) or any(p != "host" for p in config.search_profiles())
-    study = optuna.create_study(
-        study_name=config.name,
-        storage=make_storage(config, paths, writer=True),
-        directions=[o.direction for o in config.objectives],
-        sampler=make_sampler(config.sampler, config.seed, len(config.objectives), constrained=constrained),
-        load_if_exists=resume,
-    )
+    if resume and config.storage is None and (paths.root / STUDY_FILE).is_file():
+        check_study_file(paths.root / STUDY_FILE, config.name)  # lost results are said, not restarted over
+    study = _open_study(config, paths, constrained, resume)
+    started["study"] = study
     if resume and study.trials:
         # A sampler rebuilt with the same seed would replay its first proposals (NSGA-II's first generation is
         # seeded random sampling), which are all finished: continue from a seed this study has not used.
@@ -431,6 +714,7 @@ def run_campaign(
         tracking_uri, experiment_name=f"lightnas/{config.name}", pending_path=paths.mlflow_pending, warn=out.warn,
         artifact_location=(paths.root / "mlartifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") else None,
     )
+    started["tracker"] = tracker
     parent_run = tracker.start_campaign(
         config.name,
         params={"space": config.space, "profiles": ",".join(config.profiles), "sampler": config.sampler,
@@ -450,10 +734,6 @@ def run_campaign(
     executor = make_executor(config, paths.root, ray_address)
     try:
         _drive(study, space, ctx, executor, tracker, config, out)
-    except KeyboardInterrupt:
-        tracker.finish(status="KILLED")
-        out.error(f"stopped; finished trials are saved. Resume with: nas resume {paths.root}")
-        raise
     except Exception as exc:
         if is_disk_full(exc):  # SQLite commits whole transactions: the study holds every trial told so far
             raise NasUserError(
@@ -474,6 +754,7 @@ def run_campaign(
                  f"{tuning['hits']}/{tuning['tasks']} workloads came from the shared database (hit rate {tuning['hit_rate']:.0%})")
     pareto = pareto_summary(study, config)
     write_pareto_json(pareto, paths.pareto)
+    _warn_if_nothing_feasible(study, config, out)
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         build_report(paths.root, tracking_uri=tracking_uri)  # report.html, report.json, trials.csv, pareto.csv
     else:
@@ -493,8 +774,19 @@ def run_campaign(
         n_pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
         pareto=pareto,
         tracking_uri=tracking_uri,
-        wall_s=time.perf_counter() - started,
+        wall_s=time.perf_counter() - started_s,
     )
+
+
+def _warn_if_nothing_feasible(study: optuna.Study, config: CampaignConfig, out: Output) -> None:
+    """Say so when trials completed but none met the constraints: the Pareto set is empty for that reason."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "repeat_of" not in t.user_attrs]
+    if complete and not any(t.user_attrs.get("feasible", True) for t in complete):
+        reasons = sorted({t.user_attrs.get("infeasible_reason", "?") for t in complete})
+        out.warn(f"none of the {len(complete)} complete trials met the constraints, so the Pareto set is empty "
+                 f"({'; '.join(reasons[:3])}); loosen the constraints in the campaign file and run a new campaign.")
 
 
 def _drive(study, space, ctx, executor, tracker, config: CampaignConfig, out: Output) -> None:
@@ -762,28 +1054,89 @@ def _best_text(best: float | None) -> str:
 
 
 def load_study(campaign_dir: str | Path) -> tuple[optuna.Study, CampaignConfig]:
-    """Open a campaign's study read-only style (for status and reports)."""
+    """Open a campaign's study for reading (status, reports, select), or say in one line why it cannot be.
+
+    "Not started yet" is said only when it is true: there is no ``study.db`` (or no study in a configured
+    storage), or the driver holding the folder's lock is creating it right now. An empty, truncated,
+    corrupt or foreign ``study.db`` is reported as such, so lost results are never mistaken for a campaign
+    that has yet to start (``nas resume`` would start it again from nothing).
+    """
     import optuna
 
     paths = CampaignPaths(Path(campaign_dir))
+    if paths.root.is_file():
+        raise NasUserError(f"{campaign_dir}: is a file, not a campaign folder; give the folder that 'nas search --out' created.")
     if not paths.config.is_file():
         raise NasUserError(f"{campaign_dir}: no campaign here ({CONFIG_FILE} is missing).")
     config = load_campaign_config(paths.config)
     not_started = f"{campaign_dir}: campaign {config.name} has not started a study yet; 'nas resume {campaign_dir}' starts it."
-    if config.storage is None and not (paths.root / STUDY_FILE).is_file():
-        raise NasUserError(not_started)
+    db = paths.root / STUDY_FILE
+    if config.storage is None:
+        if not db.is_file():
+            raise NasUserError(not_started)
+        if lock_holder(paths.root) is None:  # no driver is creating it: it must be a whole Optuna database
+            check_study_file(db, config.name)
     try:
         study = optuna.load_study(study_name=config.name, storage=make_storage(config, paths))
     except KeyError:  # Optuna: no study of that name in the storage
         raise NasUserError(not_started) from None
-    except Exception as exc:  # e.g. the driver is creating the file right now: Optuna's tables are not there yet
-        chain = [exc]
-        while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
-            chain.append(chain[-1].__cause__ or chain[-1].__context__)
-        if any("no such table" in str(e) for e in chain):
-            raise NasUserError(not_started) from None
+    except Exception as exc:
+        if config.storage is None and lock_holder(paths.root) is not None and _mentions(exc, "no such table"):
+            raise NasUserError(not_started) from None  # the driver is creating Optuna's tables right now
+        if config.storage is None and _mentions(exc, "unable to open database", "readonly", "read-only"):
+            raise NasUserError(f"{db}: cannot be opened for reading ({_first_line(exc)}); a read-only folder "
+                               "needs its study.db-wal and study.db-shm files, or a writable copy of the folder.") from None
         raise
     return study, config
+
+
+def check_study_file(db: Path, study_name: str) -> None:
+    """Refuse a ``study.db`` that is empty, not SQLite, damaged, or holds no lightnas study of this name.
+
+    Read-only, with the ``-wal`` file a killed driver may have left (its changes count); in a read-only folder
+    through :func:`_read_only_uri`. Called only when no driver holds the campaign's lock.
+    """
+    import sqlite3
+
+    size = db.stat().st_size
+    gone = "the campaign's results are not in it; restore study.db from a backup, or move the folder away and start again"
+    if size == 0:
+        raise NasUserError(f"{db}: the study file is empty (0 bytes): {gone}.")
+    db = db.resolve()
+    uri = f"file:{quote(str(db))}?mode=ro" if folder_is_writable(db.parent) else _read_only_uri(db)
+    try:
+        with sqlite3.connect(uri, uri=True) as conn:
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            names = [r[0] for r in conn.execute("SELECT study_name FROM studies")] if "studies" in tables else []
+    except sqlite3.DatabaseError as exc:
+        raise NasUserError(f"{db}: not a readable SQLite database ({exc}; {size} bytes), so it is corrupt, "
+                           f"truncated or not a study file: {gone}.") from None
+    if check != "ok":
+        raise NasUserError(f"{db}: the SQLite database is damaged (integrity check: {check}): {gone}.")
+    if not {"studies", "trials"} <= tables:
+        found = ", ".join(sorted(tables)[:5]) or "none"
+        raise NasUserError(f"{db}: a SQLite database, but not an Optuna study file (its tables: {found}): {gone}.")
+    if study_name not in names:
+        raise NasUserError(f"{db}: holds no study named '{study_name}' (it has: {', '.join(names) or 'none'}), so it is "
+                           f"another campaign's file or the campaign was renamed: {gone}.")
+
+
+def _mentions(exc: BaseException, *needles: str) -> bool:
+    """True if ``exc`` or an exception in its cause/context chain mentions one of ``needles``."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if any(n in str(seen) for n in needles):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def pareto_json_text(result: CampaignResult) -> str:

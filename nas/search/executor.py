@@ -178,9 +178,12 @@ class RayExecutor(Executor):
                 # Measured here: ~4-5 s and ~0.4 GB without the dashboard (../shared/STACK.md).
                 kwargs["num_cpus"] = max(workers * cpus_per_trial, os.cpu_count() or 1)
                 kwargs["_temp_dir"] = temp_dir
+                kwargs["_node_ip_address"] = _bind_loopback_only(ray)
             try:
                 ray.init(**kwargs)
             except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                if not address:
+                    _restore_cluster_mode(ray)
                 if address:
                     raise NasUserError(
                         f"--ray-address {address}: no Ray cluster answered ({exc}); start one with "
@@ -218,3 +221,41 @@ class RayExecutor(Executor):
     def shutdown(self) -> None:
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._owns_ray:
+            _restore_cluster_mode(self._ray)
+
+
+# Ray 2.60 resolves a node IP of 127.0.0.1 to the machine's external address (services.resolve_ip_for_localhost)
+# unless this variable is 0, the setting Ray itself uses on macOS and Windows to keep a local Ray on loopback.
+# With the node IP on loopback, GCS, raylet, workers, the driver's core worker and the runtime-env agent all
+# bind 127.0.0.1 (measured with ss; without it they listen on '*' and the agent on the external address).
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_cluster_env: list[str | None] = []
+
+
+def _bind_loopback_only(ray: Any) -> str:
+    """Make the local Ray about to start listen on 127.0.0.1 only; returns the node IP to pass to ``ray.init``.
+
+    The variable is set in this process's environment (Ray's processes inherit it when ``ray.init`` starts
+    them) and in Ray's already-imported constants; :func:`_restore_cluster_mode` undoes both at shutdown, so
+    a later ``ray.init(address=...)`` to a real cluster in the same process is not affected.
+    """
+    from ray._private import ray_constants
+
+    _saved_cluster_env.append(os.environ.get(_LOOPBACK_ENV))
+    os.environ[_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    return "127.0.0.1"
+
+
+def _restore_cluster_mode(ray: Any) -> None:
+    from ray._private import ray_constants
+
+    if not _saved_cluster_env:
+        return
+    previous = _saved_cluster_env.pop()
+    if previous is None:
+        os.environ.pop(_LOOPBACK_ENV, None)
+    else:
+        os.environ[_LOOPBACK_ENV] = previous
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(_LOOPBACK_ENV, not ray_constants.IS_WINDOWS_OR_OSX)
