@@ -1,0 +1,1 @@
+"""Deployable artefacts of a selected student (low-bit ONNX, standalone Hugging Face folder)."""
