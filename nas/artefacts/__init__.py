@@ -1,0 +1,1 @@
+"""Deployable artefacts stored at the bit-widths the campaign chose (low-bit ONNX, …)."""
