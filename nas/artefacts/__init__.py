@@ -1,1 +1,1 @@
-"""Deployable artefacts of a selected student (low-bit ONNX, standalone Hugging Face folder)."""
+"""Deployable artefacts of a selected student: low-bit ONNX at the campaign's bit-widths, and parity checks of every shipped file."""
