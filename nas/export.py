@@ -213,6 +213,19 @@ Untuned TVM latencies rank candidates; they are not what a tuned deployment achi
 """
 
 
+def _export_shipped_onnx(model: torch.nn.Module, card: dict[str, Any], seq_len: int, path: Path) -> tuple[str, dict[str, Any]]:
+    """The ONNX file at the candidate's bit-widths (fp32 when its recipe quantizes nothing), and what it holds."""
+    from nas.artefacts.onnx_lowbit import export_lowbit_onnx
+    from nas.candidate import Candidate
+
+    recipe = Candidate.from_dict(card["candidate"]).compression
+    if recipe.weight_bits >= 32 and (recipe.embedding_bits or 32) >= 32:
+        written = export_onnx(model, seq_len, path)
+        return str(written), {"file_bytes": written.stat().st_size, "storage": "fp32 weights", "compute": "fp32"}
+    artefact = export_lowbit_onnx(model, recipe, seq_len, path)
+    return str(artefact.path), {"file_bytes": artefact.file_bytes, "storage": artefact.storage, "compute": artefact.compute}
+
+
 def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Path, card: dict[str, Any], *,
                seq_len: int, tuning: TuningSettings | None = None, out: Output | None = None) -> dict[str, str]:
     """Write every export and the model card into ``export_dir``; returns kind → path."""
@@ -221,8 +234,9 @@ def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Pat
     export_dir.mkdir(parents=True, exist_ok=True)
     files = {"huggingface": str(export_hf(model, export_dir / "hf"))}
     out.info(f"hugging face folder: {files['huggingface']}")
-    files["onnx"] = str(export_onnx(model, seq_len, export_dir / "model.onnx"))
-    out.info(f"onnx: {files['onnx']}")
+    files["onnx"], onnx_facts = _export_shipped_onnx(model, card, seq_len, export_dir / "model.onnx")
+    card = {**card, "onnx": onnx_facts}
+    out.info(f"onnx: {files['onnx']} ({onnx_facts['file_bytes']} bytes; {onnx_facts['storage']})")
     tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so", tuning=tuning, out=out)
     files["tvm"] = str(tvm_path)
     out.info(f"tvm library: {tvm_path} ({how})")
