@@ -491,6 +491,23 @@ def main() -> None:
         if hasattr(exc, "show"):
             exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
+    except PermissionError as exc:  # a read-only folder or file the command must write (report, select)
+        _print_error(out, f"cannot write {exc.filename or 'a file'} ({exc.strerror}); make it writable or choose "
+                          "another --out/--export-dir.")
+        sys.exit(1)
+    except OSError as exc:
+        import errno
+
+        from nas.errors import is_disk_full
+
+        if is_disk_full(exc):
+            _print_error(out, "no space left on the device; free some space and run the command again.")
+            sys.exit(1)
+        if exc.errno != errno.EROFS:
+            raise
+        _print_error(out, f"cannot write {exc.filename or 'a file'} (read-only file system); copy the campaign "
+                          "folder somewhere writable, or choose another --out/--export-dir.")
+        sys.exit(1)
     except Exception as exc:
         from nas.errors import is_disk_full
 

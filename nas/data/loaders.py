@@ -285,7 +285,8 @@ def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]]]:
     try:
         table = pq.read_table(path).to_pydict()
     except (pyarrow.ArrowInvalid, OSError) as exc:
-        raise NasUserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:120]}); "
+        reason = str(exc).split(". ")[0].rsplit(": ", 1)[-1][:120]  # Arrow repeats the path first
+        raise NasUserError(f"{path}: not a readable Parquet file ({reason}); "
                            "write it with pandas/pyarrow, or rename it to its real type (.tsv, .csv, .jsonl).") from None
     columns = list(table)
     return columns, [list(row) for row in zip(*table.values(), strict=True)] if columns else []

@@ -631,9 +631,11 @@ def check_storage(config: CampaignConfig) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    shown = _storage_text(config, CampaignPaths(Path(".")))
+    shown = config.storage
     try:
-        dialect = make_url(config.storage).get_dialect()
+        url = make_url(config.storage)
+        shown = url.render_as_string(hide_password=True)  # never print a password
+        dialect = url.get_dialect()
     except NoSuchModuleError:  # a subclass of ArgumentError: first
         raise NasUserError(f"storage = '{shown}': unknown database kind '{config.storage.split(':', 1)[0]}'; "
                            "use postgresql://, mysql:// or sqlite:///, or leave it out.") from None
