@@ -243,9 +243,6 @@ CASES = [
          "n_layers"),
     Case("misspelt key in a space", _space(GOOD_SPACE.replace("hidden_size:", "hiden_size:", 1)), "hidden_size"),
     # hardware profiles
-    Case("profile with an unparseable TVM target",
-         _profile("name: board\nhw_class: cpu\ntarget: {kind: llvm, mtriple: not-a-triple!!, mcpu: nonsense}\n"
-                  "cores: 1\nlatency: {method: estimate}\n"), "target"),
     Case("MCU profile without memory limits",
          _profile("name: board\nhw_class: mcu\ntarget: {kind: c}\ncores: 1\nlatency: {method: estimate}\n"
                   "peak: {clock_mhz: 64, int8_macs_per_cycle: 2.0, fp32_macs_per_cycle: 1.0}\n"), "memory"),
