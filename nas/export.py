@@ -108,9 +108,10 @@ def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, p
         tuner = MetaScheduleTuner(tuning)
     example = (torch.ones(1, seq_len, dtype=torch.long), torch.ones(1, seq_len, dtype=torch.long))
     out = out or Output()
-    with out.progress() as bar:  # tuning the missing workloads can take minutes
-        bar.add_task(f"building the TVM library for {profile.name}" + ("" if tuning is None else f" (tuning missing workloads, {tuning.trials_per_task} trials each)"), total=None)
-        compiled = compile_relax(model, example, profile, tuning=tuner)
+    # a line, not a rich progress bar: rich redirects stdout/stderr while it runs, and MetaSchedule's kept
+    # builder worker (nas.hardware.tuning) outlives this call and broke later tunings in the same process
+    out.info(f"building the TVM library for {profile.name}" + ("" if tuning is None else f" (tuning missing workloads, {tuning.trials_per_task} trials each)"))
+    compiled = compile_relax(model, example, profile, tuning=tuner)
     cross = getattr(profile, "cross_compiler", None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,8 @@ def test_ctrl_c_during_search_exits_130_with_the_resume_hint(tmp_path):
     try:
         _wait_for_running_trial(folder, proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        # alone it exits in seconds; in a loaded full-suite run it once took over 60 s (not yet explained)
+        _, err = proc.communicate(timeout=170)
     finally:
         proc.kill()
     assert proc.returncode == 130, err

@@ -32,7 +32,7 @@ MIXED = Candidate(
 def test_candidate_survives_json_round_trip():
     again = Candidate.from_dict(json.loads(json.dumps(MIXED.to_dict())))
     assert again == MIXED and hash(again) == hash(MIXED)
-    assert MIXED.key == "H128-2*t4f384.c7f256r.b64h2f128x2n-E32-V5000-p0.3mho-w4e8a32-asym-a0.2T3.5h1-mlm100"
+    assert MIXED.key == "H128-2*t4f384.c7f256r.b64h2f128x2n-E32-V5000-p0.3mhno-w4e8a32-asym-a0.2T3.5h1-mlm100"
     assert (MIXED.n_layers, MIXED.hidden_size, MIXED.prune_rate, MIXED.weight_bits) == (4, 128, 0.3, 4)
 
 
