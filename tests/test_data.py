@@ -138,6 +138,29 @@ def test_max_train_examples_subsamples_deterministically(tmp_path):
     assert load_task(spec) == task
 
 
+def test_validation_size_is_carved_from_the_whole_file_before_the_cap(tmp_path):
+    path = _write(tmp_path / "t.tsv", [(f"s{i}", i % 2) for i in range(1000)])
+    task = load_task(TaskConfig(source=str(path), validation_size=400, max_train_examples=300))
+    validation, train = task.splits["validation"], task.splits["train"]
+    assert len(validation) == 400 and sum(validation.labels) == 200  # stratified, not capped by max_train_examples
+    assert len(train) == 300 and not set(train.texts) & set(validation.texts)
+    with pytest.raises(NasUserError, match="validation_size 1000 is not below the 1000 train rows"):
+        load_task(TaskConfig(source=str(path), validation_size=1000))
+    with pytest.raises(ValueError, match="validation_size carves"):
+        TaskConfig(source=str(path), validation="v.tsv", validation_size=10)
+
+
+def test_sst2_example_scores_on_5000_sentences(sst2_dir):
+    """docs/examples/sst2.yaml's carve: ≥ 5,000 validation sentences (one standard error ≈ 0.5 points at 85 %)."""
+    from nas.config import load_campaign_config
+
+    config = load_campaign_config(Path(__file__).resolve().parents[1] / "docs" / "examples" / "sst2.yaml")
+    spec = config.task.model_copy(update={"source": str(sst2_dir)})
+    task = load_task(spec)
+    assert len(task.splits["validation"]) >= 5000
+    assert len(task.splits["train"]) == spec.max_train_examples
+
+
 def test_reads_a_slice_of_real_sst2(sst2_dir, tmp_path):
     task = load_task(TaskConfig(name="sst2", source=str(sst2_dir), train="dev.tsv", test="dev.tsv", max_train_examples=300))
     assert len(task.splits["train"]) == 270 and len(task.splits["validation"]) == 30
