@@ -127,10 +127,7 @@ class TrialMetrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialMetrics:
-        """The inverse of :meth:`to_dict` (a trial's ``metrics`` user attribute); keys it does not know are ignored.
-
-        Unknown keys are skipped rather than refused so a study written by a newer lightnas still reads.
-        """
+        """The inverse of :meth:`to_dict`; unknown keys are skipped, so a newer lightnas's study still reads."""
         from nas.hardware.measure import LatencyResult
         from nas.hardware.memory import Feasibility
 
