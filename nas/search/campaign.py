@@ -53,6 +53,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CampaignResult:
+    """What :func:`run_campaign` returns: counts (repeats left out), the Pareto set, and where things are."""
+
     paths: CampaignPaths
     study_name: str
     n_complete: int
