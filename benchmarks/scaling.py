@@ -14,7 +14,7 @@ Three measurements, each a part that can be run alone (results of other parts al
   task that receives the campaign's TrialContext (tokenised splits + teacher logits), passed by value per
   task or ``ray.put`` once and passed by reference, for this campaign's context and for one the size of an
   SST-2 context (67,349 × 64 tokens).
-* ``storage``: the driver's own per-trial work, exactly as ``nas.search.campaign._drive`` does it
+* ``storage``: the driver's own per-trial work, exactly as ``nas.search.driver.Driver`` does it
   (``study.ask``, ``space.sample``, candidate attribute, ``_tell`` with a campaign's objectives, constraints
   and user attributes) with simulated results, for hundreds of trials: SQLite file (the default), Optuna's
   journal file and in-memory storage, NSGA-II / TPE / random; and the same with MLflow logging (SQLite
@@ -232,9 +232,10 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
 
     from nas.config import CampaignConfig
     from nas.output import Output
-    from nas.search.campaign import CampaignPaths, _tell, make_sampler, make_storage
+    from nas.search.campaign import CampaignPaths, make_sampler, make_storage
     from nas.search.executor import Outcome
     from nas.search.space import load_space
+    from nas.search.tell import Job, Teller
 
     folder = tmp / f"{storage_kind}-{sampler}-{'mlflow' if mlflow else 'plain'}"
     folder.mkdir()
@@ -253,7 +254,7 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
     else:  # "sqlite": the rollback journal campaigns used before WAL; "journal": Optuna's journal file
         storage = f"sqlite:///{folder / 'study.db'}" if storage_kind == "sqlite" else make_storage(config, paths)
     study = optuna.create_study(study_name=config.name, storage=storage, directions=[o.direction for o in config.objectives],
-                                sampler=make_sampler(sampler, 0, len(config.objectives), constrained=True))  # as with a non-host profile
+                                sampler=make_sampler(sampler, 0, constrained=True))  # as with a non-host profile
     study.set_metric_names([o.name for o in config.objectives])
     space = load_space(config.space)
     if mlflow:
@@ -266,17 +267,17 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
     else:
         tracker = _NoTracker()
     rng = np.random.default_rng(0)
-    out = Output(quiet=True)
+    teller = Teller(study, tracker, config, Output(quiet=True))
     ask_ms, tell_ms = [], []
     load_start = _load()
     started = time.perf_counter()
-    for _ in range(n):  # what _drive does per trial, with the trial's work replaced by a simulated result
+    for _ in range(n):  # what the Driver does per trial, with the trial's work replaced by a simulated result
         t0 = time.perf_counter()
         trial = study.ask()
         candidate = space.sample(trial)
         trial.set_user_attr("candidate", candidate.to_dict())
         t1 = time.perf_counter()
-        _tell(study, trial, candidate, Outcome(job=None, result=_fake_metrics(rng, candidate)), tracker, config, out, steps=150)
+        teller.tell(Job(trial, candidate, steps=150), Outcome(job=None, result=_fake_metrics(rng, candidate)))
         t2 = time.perf_counter()
         ask_ms.append((t1 - t0) * 1e3)
         tell_ms.append((t2 - t1) * 1e3)

@@ -110,7 +110,7 @@ def campaign_dict(args: argparse.Namespace, sampler: str, seed: int) -> dict:
 def _pin_supernet_seed(supernet_seed: int) -> None:
     """Make every campaign of this process key (and train) its supernet with one seed, whatever its own seed.
 
-    ``nas.search.campaign._prepare_supernet`` builds ``SupernetSettings(..., seed=0)``, and the seed is part of the
+    ``nas.search.context.prepare_supernet_dir`` builds ``SupernetSettings(..., seed=0)``, and the seed is part of the
     cache key. It imports the class from ``nas.supernet`` at call time, so replacing that attribute here pins
     another seed (and records which cache entry each campaign used).
     """

@@ -61,13 +61,14 @@ def run_campaign(seed: int, args: argparse.Namespace, work: Path, env: dict[str,
     With ``--work``, a campaign whose study already holds ``n_trials`` finished trials is read, not rerun
     (a run that died after its trials, e.g. in the report, keeps its tuning figures in the study).
     """
-    from nas.search.campaign import _n_finished, _tuning_totals, load_study
+    from nas.search.campaign import load_study
+    from nas.search.record import n_finished, tuning_totals
 
     config = work / f"campaign-{seed}.yaml"
     out_dir = work / f"campaign-{seed}"
     log = work / f"campaign-{seed}.log"
     started = time.perf_counter()
-    if (out_dir / "study.db").exists() and _n_finished(load_study(out_dir)[0]) >= args.n_trials:
+    if (out_dir / "study.db").exists() and n_finished(load_study(out_dir)[0]) >= args.n_trials:
         print(f"campaign {seed}: reading the finished study in {out_dir}")
         wall = json.loads((work / f"campaign-{seed}.wall").read_text()) if (work / f"campaign-{seed}.wall").exists() else None
     else:
@@ -88,7 +89,7 @@ def run_campaign(seed: int, args: argparse.Namespace, work: Path, env: dict[str,
         trials.append({"trial": t.number, "layers": [b.get("type", "?")[0] + str(b.get("ffn_size")) for b in arch.get("layers", [])], "median_ms": lat.get("median_ms"),
                        "tune_s": lat.get("tune_s"), "tasks": lat.get("tune_tasks"), "hits": lat.get("tune_hits"),
                        "is_tuned": lat.get("is_tuned"), "note": lat.get("note")})
-    return {"seed": seed, "wall_s": wall, "tuning": study.user_attrs.get("tuning") or _tuning_totals(study),
+    return {"seed": seed, "wall_s": wall, "tuning": study.user_attrs.get("tuning") or tuning_totals(study),
             "printed": printed, "trials": trials}
 
 

@@ -72,6 +72,16 @@ def _print_summary(out: Output, result, as_json: bool) -> None:
     out.result(f"report: {result.paths.report}\npareto: {result.paths.pareto}\nmlflow: {result.tracking_uri}")
 
 
+def _build_report(out: Output, result) -> None:
+    """report.html, report.json, trials.csv and pareto.csv of a finished ``nas search`` or ``nas resume``."""
+    if not result.n_complete:
+        out.warn("no trial completed, so there is no report; see 'nas status' for the failures")
+        return
+    from nas.report import build_report
+
+    build_report(result.paths.root, tracking_uri=result.tracking_uri)
+
+
 def _latency_text(name: str, v: dict) -> str:
     """``host 22.03 ms (estimated from an untuned build; tvm)``: every latency the CLI prints says how it was obtained."""
     from nas.hardware.measure import provenance
@@ -105,6 +115,7 @@ def search(
         campaign = campaign.model_copy(update={"n_trials": n_trials})
     out_dir = out_dir or Path("campaigns") / campaign.name
     result = run_campaign(campaign, out_dir, ray_address=ray_address, tracking_uri=tracking_uri, out=out)
+    _build_report(out, result)
     _print_summary(out, result, as_json)
 
 
@@ -124,6 +135,7 @@ def resume(
 
     out = Output(quiet=quiet, as_json=as_json)
     result = run_campaign(None, campaign_dir, resume=True, ray_address=ray_address, tracking_uri=tracking_uri, out=out)
+    _build_report(out, result)
     _print_summary(out, result, as_json)
 
 

@@ -51,10 +51,12 @@ def small_campaign(tmp_path_factory) -> Path:
     """One finished three-trial campaign shared by the report and select tests (about 1 minute on 2 cores)."""
     from nas.config import CampaignConfig
     from nas.output import Output
+    from nas.report import build_report
     from nas.search.campaign import run_campaign
 
     folder = tmp_path_factory.mktemp("small-campaign") / "c"
-    run_campaign(CampaignConfig.model_validate(small_campaign_dict(name="shared")), folder, out=Output(quiet=True))
+    result = run_campaign(CampaignConfig.model_validate(small_campaign_dict(name="shared")), folder, out=Output(quiet=True))
+    build_report(folder, tracking_uri=result.tracking_uri)  # what `nas search` does after the campaign
     return folder
 
 

@@ -170,7 +170,7 @@ def test_ray_executor_runs_jobs_in_parallel_and_returns_errors():
 def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again(tmp_path, monkeypatch):
     """A one-point space: every proposal after the first repeats it, takes its values without training and does
     not count toward n_trials; after MAX_CONSECUTIVE_REPEATS of them in a row the search stops as exhausted."""
-    import nas.search.campaign as campaign
+    import nas.search.driver as driver
     import nas.search.objective as objective
     from nas.report.pareto import complete_trials, front_trials
 
@@ -189,7 +189,7 @@ def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again
         return real(candidate, ctx, seed)
 
     monkeypatch.setattr(objective, "evaluate_candidate", counted)
-    monkeypatch.setattr(campaign, "MAX_CONSECUTIVE_REPEATS", 5)
+    monkeypatch.setattr(driver, "MAX_CONSECUTIVE_REPEATS", 5)
     config = CampaignConfig.model_validate(small_campaign_dict(n_trials=3, name="repeats", space=str(space)))
     result = run_campaign(config, tmp_path / "c", out=Output(quiet=True))
     assert result.n_complete == 1

@@ -28,14 +28,14 @@ pytestmark = pytest.mark.fault
 
 DRIVER = '''
 import os, sys, time
-from nas.search import campaign
+from nas.search import campaign, driver
 
 def stand_in_trial(candidate, ctx, seed, steps=None, scorer="standalone"):
     time.sleep(float(os.environ.get("FAKE_TRIAL_SLEEP", "0")))
     raise RuntimeError("stand-in trial")
 
 campaign.build_context = lambda *args, **kwargs: None  # no teacher: the trial below needs none
-campaign.run_trial = stand_in_trial
+driver.run_trial = stand_in_trial
 from nas import cli
 sys.argv = ["nas", *sys.argv[1:]]
 cli.main()

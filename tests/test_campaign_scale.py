@@ -19,7 +19,8 @@ from conftest import REPO, small_campaign_dict
 
 from nas.config import CampaignConfig, FidelityConfig
 from nas.output import Output
-from nas.search.campaign import _non_dominated, load_study, run_campaign
+from nas.search.campaign import load_study, run_campaign
+from nas.search.schedule import non_dominated
 
 
 def _write_config(path: Path, **overrides) -> Path:
@@ -206,8 +207,8 @@ def test_rungs_of_successive_halving():
     with pytest.raises(ValueError):
         FidelityConfig(steps=50, min_steps=50)
     directions = ["maximize", "minimize"]
-    assert _non_dominated([0.8, 2.0], [[0.7, 3.0], [0.9, 5.0]], directions)
-    assert not _non_dominated([0.8, 2.0], [[0.85, 1.5]], directions)
+    assert non_dominated([0.8, 2.0], [[0.7, 3.0], [0.9, 5.0]], directions)
+    assert not non_dominated([0.8, 2.0], [[0.85, 1.5]], directions)
 
 
 def test_successive_halving_and_constraints(tmp_path):

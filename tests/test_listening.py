@@ -88,7 +88,7 @@ def test_a_local_ray_campaign_listens_only_on_loopback(tmp_path, monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # Ray's socket paths must stay under 107 bytes, which pytest's tmp_path can exceed: a short temp dir.
-    monkeypatch.setattr(campaign_mod, "make_executor", lambda cfg, root, addr=None: RayExecutor(
+    monkeypatch.setattr(campaign_mod, "make_executor", lambda cfg, addr=None: RayExecutor(
         workers=2, cpus_per_trial=1, temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp")))
     config = CampaignConfig.model_validate(small_campaign_dict(
         n_trials=2, name="listen-ray", fidelity={"steps": 10}, executor={"kind": "ray", "workers": 2}))

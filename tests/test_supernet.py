@@ -280,7 +280,7 @@ def test_campaigns_that_differ_only_in_seed_share_one_supernet(monkeypatch):
     import nas.supernet
     from nas.config import CampaignConfig
     from nas.output import Output
-    from nas.search.campaign import _prepare_supernet
+    from nas.search.context import prepare_supernet_dir
 
     seen = []
 
@@ -293,5 +293,5 @@ def test_campaigns_that_differ_only_in_seed_share_one_supernet(monkeypatch):
                           latency=SimpleNamespace(seq_len=32), threads=1, teacher_logits=None, teacher_dir="")
     for seed in (0, 7):
         config = CampaignConfig.model_validate(small_campaign_dict(seed=seed, fidelity={"scorer": "supernet"}))
-        _prepare_supernet(config, ctx, None, Output(quiet=True))
+        prepare_supernet_dir(config, ctx, None, Output(quiet=True))
     assert seen[0] == seen[1]

@@ -125,6 +125,19 @@ class TrialMetrics:
         data["feasibility"] = {k: v.to_dict() for k, v in self.feasibility.items()}
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialMetrics:
+        """The inverse of :meth:`to_dict`; unknown keys are skipped, so a newer lightnas's study still reads."""
+        from nas.hardware.measure import LatencyResult
+        from nas.hardware.memory import Feasibility
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        plain = {k: v for k, v in data.items() if k in known}
+        plain["latency"] = {k: LatencyResult.from_dict(v) for k, v in data.get("latency", {}).items()}
+        plain["reference_latency"] = {k: LatencyResult.from_dict(v) for k, v in data.get("reference_latency", {}).items()}
+        plain["feasibility"] = {k: Feasibility.from_dict(v) for k, v in data.get("feasibility", {}).items()}
+        return cls(**plain)
+
 
 @functools.lru_cache(maxsize=2)
 def _teacher_state(teacher_dir: str) -> tuple[dict[str, torch.Tensor], int, int]:
