@@ -29,18 +29,18 @@ if TYPE_CHECKING:
 
 
 def export_hf(model: torch.nn.Module, folder: Path) -> Path:
-    """Save ``model`` and the teacher's tokenizer with ``save_pretrained``.
+    """Save ``model``, its modeling code and the teacher's tokenizer as a self-contained Hugging Face folder.
 
-    The folder loads with the student's own class (``StudentForSequenceClassification.from_pretrained``)
-    or, after :func:`register_auto_classes`, with ``AutoModelForSequenceClassification.from_pretrained``.
+    The folder loads with stock ``transformers`` and no lightnas:
+    ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`` (see
+    :mod:`nas.artefacts.hf_folder`). In a lightnas process it also loads without remote code, with the
+    student's own class or, after :func:`register_auto_classes`, the Auto classes.
     """
+    from nas.artefacts.hf_folder import write_hf_folder
     from nas.models.teacher import load_tokenizer
 
     register_auto_classes(model)
-    folder = Path(folder)
-    model.save_pretrained(folder, safe_serialization=True)
-    load_tokenizer().save_pretrained(folder)
-    return folder
+    return write_hf_folder(model, Path(folder), tokenizer=load_tokenizer())
 
 
 def register_auto_classes(model: torch.nn.Module) -> None:
