@@ -25,6 +25,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from nas.candidate import Architecture, BlockSpec
 from nas.models.blocks import BLOCKS, NoNorm, create_block
 from nas.models.embeddings import Embeddings
+from nas.models.stored import use_stored_weights
 
 if TYPE_CHECKING:
     from nas.candidate import Candidate
@@ -149,6 +150,8 @@ class StudentForSequenceClassification(PreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _shrink_ffns(self, getattr(config, "pruned_ffn_sizes", None) or {})
+        # weights saved as low-bit codes (an exported folder of a quantized student): see nas.models.stored
+        use_stored_weights(self, getattr(config, "stored_weights", None) or {})
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
