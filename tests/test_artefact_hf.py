@@ -13,6 +13,9 @@ import torch
 
 from nas.artefacts.hf_folder import MODELING_FILES, standalone_source
 from nas.candidate import Architecture, BlockSpec, Candidate
+from nas.compress.pipeline import compress_model
+from nas.compress.quantize import quantizable_modules
+from nas.compress.recipe import CompressionRecipe
 from nas.models.blocks import list_blocks
 from nas.models.student import build_student
 
@@ -63,36 +66,108 @@ def _inputs(batch=3, length=12):
     return ids, mask
 
 
+def _calibration():
+    ids, mask = _inputs(batch=4, length=8)
+    return [{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}]
+
+
 def _pruned_trimmed_student():
     """One block of every registered type, a factorised and trimmed vocabulary, and neuron-pruned FFNs."""
-    from nas.compress.pipeline import compress_model
-    from nas.compress.recipe import CompressionRecipe
-
     assert set(SPEC_OF) == set(list_blocks()), "give the new block type a spec in SPEC_OF"
     torch.manual_seed(0)
     arch = Architecture(32, tuple(SPEC_OF[name] for name in list_blocks()), embedding_size=8, vocab_size=len(KEPT))
     model = build_student(Candidate(arch), num_labels=3, kept_token_ids=KEPT, max_positions=32)
-    ids, mask = _inputs(batch=4, length=8)
-    batches = [{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2, 0])}]
-    compress_model(model, CompressionRecipe(prune_rate=0.5, prune_structure="neurons"), calibration_batches=batches)
+    compress_model(model, CompressionRecipe(prune_rate=0.5, prune_structure="neurons"), calibration_batches=_calibration())
     return model.eval()
 
 
-def test_exported_folder_loads_without_lightnas_and_gives_the_students_logits(tmp_path):
+def _quantized_student(recipe):
+    """A full-vocabulary student (the 30522-row table is most of its bytes), compressed by ``recipe``."""
+    torch.manual_seed(0)
+    model = build_student(Candidate(n_layers=2, hidden_size=32, n_heads=2, ffn_size=64), num_labels=3, max_positions=32)
+    compress_model(model, recipe, calibration_batches=_calibration())
+    return model.eval()
+
+
+RECIPES = {  # folder name → recipe; "fp32" is the reference size for the quantized ones
+    "fp32": CompressionRecipe(),
+    "w8": CompressionRecipe(weight_bits=8),
+    "w4sym": CompressionRecipe(weight_bits=4, quant_scheme="symmetric"),  # two codes per byte, integer zero point
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every folder exported through export_hf, then loaded once by one child process without lightnas."""
     from nas.export import export_hf
+
+    tmp_path = tmp_path_factory.mktemp("hf")
+    models = {"pruned_trimmed": (_pruned_trimmed_student(), None)}
+    models.update({name: (_quantized_student(recipe), recipe) for name, recipe in RECIPES.items()})
+    folders = {name: export_hf(model, tmp_path / name, recipe=recipe) for name, (model, recipe) in models.items()}
+    ids, mask = _inputs()
+    loaded = load_without_lightnas(tmp_path, list(folders.values()), ids, mask)
+    return {name: (models[name][0], folder, loaded[folder]) for name, folder in folders.items()}, (ids, mask)
+
+
+@pytest.mark.parametrize("name", ["pruned_trimmed", *RECIPES])
+def test_exported_folder_loads_without_lightnas_and_gives_the_students_logits(exported, name):
     from nas.models.teacher import load_tokenizer
 
-    model = _pruned_trimmed_student()
-    folder = export_hf(model, tmp_path / "hf")
+    folders, (ids, mask) = exported
+    model, folder, loaded = folders[name]
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "student.StudentForSequenceClassification"
     assert {p.name for p in folder.glob("*.py")} == set(MODELING_FILES.values())
-    ids, mask = _inputs()
-    loaded = load_without_lightnas(tmp_path, [folder], ids, mask)[folder]
     assert loaded["class"].startswith("transformers_modules.")  # the folder's copy, not lightnas
     with torch.no_grad():
-        torch.testing.assert_close(loaded["logits"], model(ids, mask), atol=1e-6, rtol=1e-6)
+        # stored codes rebuild the fake-quantized weights to ≤ 1e-6 of each tensor's max |w| (exact in practice)
+        torch.testing.assert_close(loaded["logits"], model(ids, mask), atol=1e-5, rtol=1e-5)
     assert loaded["ids"] == load_tokenizer()("a fine film")["input_ids"]
+
+
+def test_quantized_folders_store_codes_at_their_bit_width(exported):
+    from safetensors import safe_open
+
+    folders, _ = exported
+    fp32_bytes = (folders["fp32"][1] / "model.safetensors").stat().st_size
+    w8_bytes = (folders["w8"][1] / "model.safetensors").stat().st_size
+    w4_bytes = (folders["w4sym"][1] / "model.safetensors").stat().st_size
+    assert w8_bytes < 0.35 * fp32_bytes and w4_bytes < 0.75 * w8_bytes, (fp32_bytes, w8_bytes, w4_bytes)
+    with safe_open(folders["w4sym"][1] / "model.safetensors", "pt") as f:
+        table = f.get_tensor("bert.embeddings.word_embeddings.stored.codes")
+    assert table.dtype == torch.uint8 and table.shape == (30522, 16)  # 32 four-bit codes per row in 16 bytes
+    stored = json.loads((folders["w8"][1] / "config.json").read_text())["stored_weights"]
+    assert set(stored) == set(quantizable_modules(folders["w8"][0])) and stored["classifier"]["bits"] == 8
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 16])
+@pytest.mark.parametrize("scheme", ["asymmetric", "symmetric"])
+def test_every_bit_width_round_trips_exactly_through_the_student_class(tmp_path, bits, scheme):
+    from nas.artefacts.hf_folder import write_hf_folder
+    from nas.models.student import StudentForSequenceClassification
+
+    recipe = CompressionRecipe(weight_bits=bits, quant_scheme=scheme)
+    torch.manual_seed(0)
+    model = build_student(Candidate(n_layers=1, hidden_size=16, n_heads=2, ffn_size=32), num_labels=2, max_positions=16)
+    compress_model(model, recipe, calibration_batches=_calibration()[:1])
+    folder = write_hf_folder(model.eval(), tmp_path, recipe=recipe)
+    assert folder.kept_fp32 == {} and len(folder.stored) == len(quantizable_modules(model))
+    again = StudentForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids, mask = _inputs(length=8)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, mask), model(ids, mask), atol=0, rtol=0)
+
+
+def test_weights_the_folder_cannot_store_as_codes_stay_fp32_with_a_warning(tmp_path):
+    from nas.artefacts.hf_folder import write_hf_folder
+
+    recipe = CompressionRecipe(weight_bits=8, quant_scheme="log")
+    model = _quantized_student(recipe)
+    with pytest.warns(UserWarning, match="saved as float32"):
+        folder = write_hf_folder(model, tmp_path, recipe=recipe)
+    assert folder.stored == {} and set(folder.kept_fp32) == set(quantizable_modules(model))
+    assert "log codebooks" in folder.kept_fp32["classifier"]
 
 
 def test_copied_modeling_files_import_nothing_transformers_would_refuse(tmp_path):
