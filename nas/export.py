@@ -24,23 +24,26 @@ from nas.output import Output
 if TYPE_CHECKING:
     import torch
 
+    from nas.compress.recipe import CompressionRecipe
     from nas.hardware.profiles import HardwareProfile
     from nas.hardware.tuning import TuningSettings
 
 
-def export_hf(model: torch.nn.Module, folder: Path) -> Path:
-    """Save ``model`` and the teacher's tokenizer with ``save_pretrained``.
+def export_hf(model: torch.nn.Module, folder: Path, *, recipe: CompressionRecipe | None = None) -> Path:
+    """Save ``model``, its modeling code and the teacher's tokenizer as a self-contained Hugging Face folder.
 
-    The folder loads with the student's own class (``StudentForSequenceClassification.from_pretrained``)
-    or, after :func:`register_auto_classes`, with ``AutoModelForSequenceClassification.from_pretrained``.
+    The folder loads with stock ``transformers`` and no lightnas:
+    ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`` (see
+    :mod:`nas.artefacts.hf_folder`). With the ``recipe`` that quantized ``model``, its quantized weights are
+    saved as their integer codes (dequantized when the folder's model runs) instead of fp32. In a lightnas
+    process the folder also loads without remote code, with the student's own class or, after
+    :func:`register_auto_classes`, the Auto classes.
     """
+    from nas.artefacts.hf_folder import write_hf_folder
     from nas.models.teacher import load_tokenizer
 
     register_auto_classes(model)
-    folder = Path(folder)
-    model.save_pretrained(folder, safe_serialization=True)
-    load_tokenizer().save_pretrained(folder)
-    return folder
+    return write_hf_folder(model, Path(folder), recipe=recipe, tokenizer=load_tokenizer()).path
 
 
 def register_auto_classes(model: torch.nn.Module) -> None:
@@ -230,10 +233,13 @@ def _export_shipped_onnx(model: torch.nn.Module, card: dict[str, Any], seq_len: 
 def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Path, card: dict[str, Any], *,
                seq_len: int, tuning: TuningSettings | None = None, out: Output | None = None) -> dict[str, str]:
     """Write every export and the model card into ``export_dir``; returns kind → path."""
+    from nas.candidate import Candidate
+
     out = out or Output()
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
-    files = {"huggingface": str(export_hf(model, export_dir / "hf"))}
+    recipe = Candidate.from_dict(card["candidate"]).compression
+    files = {"huggingface": str(export_hf(model, export_dir / "hf", recipe=recipe))}
     out.info(f"hugging face folder: {files['huggingface']}")
     files["onnx"], onnx_facts = _export_shipped_onnx(model, card, seq_len, export_dir / "model.onnx")
     card = {**card, "onnx": onnx_facts}

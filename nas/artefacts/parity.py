@@ -46,7 +46,7 @@ if "hf" in todo:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         torch.set_num_threads(int(todo["threads"]))
-        AutoTokenizer.from_pretrained(todo["hf"])
+        AutoTokenizer.from_pretrained(todo["hf"], trust_remote_code=True)  # its config is remote code too
         model = AutoModelForSequenceClassification.from_pretrained(todo["hf"], trust_remote_code=True).eval()
         with torch.inference_mode():
             preds = []

@@ -25,16 +25,28 @@ from transformers import PretrainedConfig, PreTrainedModel
 from nas.candidate import Architecture, BlockSpec
 from nas.models.blocks import BLOCKS, NoNorm, create_block
 from nas.models.embeddings import Embeddings
-from nas.models.inherit import inherit_from_teacher, teacher_layer_for
-from nas.models.vocab import token_map_for
+from nas.models.stored import use_stored_weights
 
 if TYPE_CHECKING:
     from nas.candidate import Candidate
 
 __all__ = [
     "StudentConfig", "StudentForSequenceClassification", "build_student", "student_config",
-    "inherit_from_teacher", "teacher_layer_for", "trim_vocabulary_", "count_flops", "count_params",
+    "trim_vocabulary_", "count_flops", "count_params",  # inherit_from_teacher, teacher_layer_for: see __getattr__
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``inherit_from_teacher``/``teacher_layer_for`` stay importable from here, loaded on first use.
+
+    The import is lazy so this file, copied into an exported Hugging Face folder without its lightnas-only
+    functions (:mod:`nas.artefacts.hf_folder`), imports nothing of lightnas.
+    """
+    if name in ("inherit_from_teacher", "teacher_layer_for"):
+        from nas.models import inherit
+
+        return getattr(inherit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StudentConfig(PretrainedConfig):
@@ -61,7 +73,7 @@ class StudentConfig(PretrainedConfig):
         hidden_dropout_prob: float = 0.1,
         attention_probs_dropout_prob: float = 0.1,
         layer_norm_eps: float = 1e-12,
-        num_labels: int = 2,
+        num_labels: int | None = None,
         pad_token_id: int = 0,
         **kwargs,
     ) -> None:
@@ -82,7 +94,9 @@ class StudentConfig(PretrainedConfig):
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.layer_norm_eps = layer_norm_eps
-        super().__init__(num_labels=num_labels, pad_token_id=pad_token_id, **kwargs)
+        if num_labels is not None:  # None: a saved config's id2label says (transformers 5 reads it, else 2)
+            kwargs["num_labels"] = num_labels
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
 
     @property
     def arch(self) -> Architecture:
@@ -136,6 +150,8 @@ class StudentForSequenceClassification(PreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _shrink_ffns(self, getattr(config, "pruned_ffn_sizes", None) or {})
+        # weights saved as low-bit codes (an exported folder of a quantized student): see nas.models.stored
+        use_stored_weights(self, getattr(config, "stored_weights", None) or {})
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -234,6 +250,8 @@ def build_student(
     Returns:
         A model in eval mode.
     """
+    from nas.models.inherit import inherit_from_teacher
+
     arch = candidate.architecture
     if arch.vocab_size is not None and kept_token_ids is None:
         raise ValueError(f"the candidate trims the vocabulary to {arch.vocab_size} tokens; pass kept_token_ids")
@@ -259,6 +277,8 @@ def trim_vocabulary_(model: StudentForSequenceClassification, kept_token_ids: Se
     Returns:
         ``model``, for chaining.
     """
+    from nas.models.vocab import token_map_for
+
     embeddings = model.bert.embeddings
     full_vocab = model.config.full_vocab_size or model.config.vocab_size
     old_map = embeddings.token_map
