@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas.data import Split, Task
+from nas.data.carve import carve_rows, stratified_carve
 from nas.errors import MissingDependencyError, NasUserError
 
 FORMATS = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -103,7 +104,7 @@ def _assemble(spec: TaskConfig, raw: _Raw, label_names: list[str] | None) -> Tas
     """Cap and carve train, check the label set across splits, and build the :class:`Task`."""
     texts, labels, train_origin = raw["train"]
     if spec.validation_size is not None and "validation" not in raw:
-        validation, (texts, labels) = _carve_rows(spec, texts, labels, train_origin)
+        validation, (texts, labels) = carve_rows(spec, texts, labels, train_origin)
         raw = {**raw, "validation": validation}
     if spec.max_train_examples is not None and len(texts) > spec.max_train_examples:
         # Deterministic subsample that keeps the file's order, so row i of the cache stays row i.
@@ -127,7 +128,7 @@ def _assemble(spec: TaskConfig, raw: _Raw, label_names: list[str] | None) -> Tas
         splits["train"] = Split(texts, labels)
         splits["validation"] = Split(*raw["validation"][:2])
     else:
-        train_idx, val_idx = _stratified_carve(labels, spec.validation_fraction, spec.seed)
+        train_idx, val_idx = stratified_carve(labels, spec.validation_fraction, spec.seed)
         splits["train"] = Split([texts[i] for i in train_idx], [labels[i] for i in train_idx])
         splits["validation"] = Split([texts[i] for i in val_idx], [labels[i] for i in val_idx])
         if not val_idx:  # every class has one row: carving one out would leave train without that class
@@ -161,34 +162,6 @@ def _task_name(spec: TaskConfig) -> str:
     if spec.source == "sample" or spec.source.startswith("hf:"):
         return spec.source.removeprefix("hf:")
     return Path(spec.source).stem
-
-
-def _carve_rows(spec: TaskConfig, texts: list[str], labels: list[int],
-                origin: str) -> tuple[tuple[list[str], list[int], str], tuple[list[str], list[int]]]:
-    """``validation_size`` rows carved, stratified, from the whole train file: (validation, the rest of train)."""
-    if spec.validation_size >= len(texts):
-        raise NasUserError(
-            f"{origin}: validation_size {spec.validation_size} is not below the {len(texts)} train rows; "
-            "lower it, or give a validation file with 'validation'."
-        )
-    train_idx, val_idx = _stratified_carve(labels, spec.validation_size / len(texts), spec.seed)
-    validation = ([texts[i] for i in val_idx], [labels[i] for i in val_idx], f"{origin} (carved validation)")
-    return validation, ([texts[i] for i in train_idx], [labels[i] for i in train_idx])
-
-
-def _stratified_carve(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices of (train, validation): ``fraction`` of every class, at least one row of a class with ≥ 2."""
-    rng = random.Random(seed)
-    val_idx: list[int] = []
-    by_class: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
-    for y in sorted(by_class):
-        rows = by_class[y]
-        n_val = min(len(rows) - 1, max(1, round(fraction * len(rows))))  # keep ≥ 1 row of each class in train
-        val_idx.extend(rng.sample(rows, n_val))
-    val_set = set(val_idx)
-    return [i for i in range(len(labels)) if i not in val_set], sorted(val_set)
 
 
 # ---------------------------------------------------------------------------------------------- local files
