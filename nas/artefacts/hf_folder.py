@@ -1,8 +1,10 @@
 """The exported Hugging Face folder: loads with stock ``transformers`` and ``trust_remote_code=True``, no lightnas.
 
 ``save_pretrained`` writes the config and weights; the student's modeling code then goes into the folder as
-flat files (``student.py``, ``blocks.py``, ``embeddings.py``, ``candidate.py``, ``recipe.py``) and
-``config.json`` gets an ``auto_map`` pointing the Auto classes at them. ``transformers`` (5.x) imports such
+flat files (``student.py``, ``blocks.py``, ``embeddings.py``, ``stored.py``, ``candidate.py``,
+``recipe.py``) and ``config.json`` gets an ``auto_map`` pointing the Auto classes at them. With the recipe
+of a quantized student, its quantized weights are saved as their codes (:func:`stored_copy`,
+:mod:`nas.models.stored`) and rebuilt in float32 when the folder's model runs. ``transformers`` (5.x) imports such
 files as one package, so sibling imports must be relative, and it refuses a file that imports a package
 that is not installed — even a lazy import inside a function (``dynamic_module_utils.check_imports`` reads
 every import statement). :func:`standalone_source` therefore rewrites each copied file:
