@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -192,12 +193,16 @@ def test_meta_schedule_loggers_survive_a_handler_without_a_name(tmp_path):
     tasks = list(ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target))
     assert _tune_contexts(tasks, target, str(tmp_path / "first"))  # a first tuning run's loggers
     logger = logging.getLogger(MS_LOGGER)
-    stranger = logging.Handler()  # no name, like pytest's LogCaptureHandler or a user's own handler
+    stranger = logging.StreamHandler(io.StringIO())  # no name, like pytest's LogCaptureHandler or a user's own handler
     logger.addHandler(stranger)
     try:
         assert stranger.get_name() is None and logger.propagate is False
         assert len(_tune_contexts(tasks, target, str(tmp_path / "second"))) == len(tasks)
         assert stranger in logger.handlers  # put back afterwards
+        import sys
+
+        console = [h for h in logger.handlers if h.get_name() == f"{MS_LOGGER}.console"]
+        assert console and console[0].stream is sys.stderr  # stdout is for results
     finally:
         logger.removeHandler(stranger)
 
@@ -215,7 +220,7 @@ def test_two_tunings_in_one_process_both_tune(tmp_path):
     from nas.hardware.tuning import MS_LOGGER, tune_workloads
 
     target = tvm.target.Target(resolve_target(load_profile("host")))
-    stranger = logging.Handler()
+    stranger = logging.StreamHandler(io.StringIO())  # unnamed, and it really emits (as pytest's handler does)
     try:
         for i, model in enumerate([Tiny().eval(), TwoLayers().eval()]):
             settings = TuningSettings(trials_per_task=2, trials_per_iter=2, cache_dir=str(tmp_path / f"db{i}"))

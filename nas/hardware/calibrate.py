@@ -208,6 +208,9 @@ def calibrate_host(profile_name: str = "host", *, candidates: int = 3, trials: i
     source = (f"tvm-tuned (min over repeats), host {cpu}, {profile.resolved_cores()} threads, seq_len {seq_len}, "
               f"batch 1; nas calibrate: {len(graphs)} students, {trials} trials per workload, scales over the shipped fit"
               + ("" if all(tuned) else f"; {tuned.count(False)} builds partly on default loops"))
+    if not all(tuned):
+        out.warn(f"{tuned.count(False)} of {len(tuned)} builds kept workloads on TVM's default loops (raise --trials): "
+                 "the fit then overstates this host's latency")
     calibration, scales = fit_host_scales(base, graphs, measured, source=source, cpu_model=cpu)
     path = calibration.save(host_cache_path(cpu))
     return HostCalibrationResult(
@@ -270,7 +273,7 @@ def _time_students(profile: HardwareProfile, mods: list, seq_len: int, trials: i
     with out.progress() as bar:
         task = bar.add_task("building and timing", total=len(mods))
         for mod in mods:
-            if graphs and time.perf_counter() > deadline:
+            if len(graphs) >= min(2, len(mods)) and time.perf_counter() > deadline:  # two separate the two scales
                 out.warn(f"time budget reached: fitting on {len(graphs)} of {len(mods)} students")
                 break
             with warnings.catch_warnings():

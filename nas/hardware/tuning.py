@@ -346,7 +346,18 @@ def _tune_contexts(tasks: list, target: tvm.target.Target, work_dir: str) -> lis
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
         )
+    _console_to_stderr()
     return contexts
+
+
+def _console_to_stderr() -> None:
+    """MetaSchedule logs its progress to stdout; lightnas keeps stdout for results (``nas tune``, ``nas calibrate``)."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger(MS_LOGGER).handlers:
+        if handler.get_name() == f"{MS_LOGGER}.console" and isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
 
 
 @contextlib.contextmanager
