@@ -428,6 +428,7 @@ def check_calibrations(summary: dict, paths: list[Path]) -> dict:
 
 def score(rows, backend, args, host, mcpu, threads, gflops, bandwidth):
     """Fit on the first ``n_fit`` rows, score on the rest; returns the run's record and the calibration."""
+    from nas.hardware.calibrate import host_cpu_model
     from nas.hardware.predictor import LatencyPredictor, features, fit_calibration
 
     fit_rows, val_rows = rows[: args.n_fit], rows[args.n_fit :]
@@ -439,7 +440,7 @@ def score(rows, backend, args, host, mcpu, threads, gflops, bandwidth):
         # Transfer compares the host's peak with other devices' datasheet peaks: use the host's datasheet
         # figure when the profile has one (numpy's SGEMM reaches far less here), else the measured one.
         host_fp32_gflops=host.peak.fp32_gflops or gflops, host_bandwidth_gbs=host.peak.bandwidth_gbs or bandwidth,
-        host_clock_mhz=host.peak.clock_mhz,
+        host_clock_mhz=host.peak.clock_mhz, cpu_model=host_cpu_model(),
     )
     predictor = LatencyPredictor(calibration)
     predicted = [predictor.predict_ms(r["graph"], host) for r in rows]

@@ -479,6 +479,35 @@ def tune(
                f"(no design space); database {report.database}")
 
 
+CALIBRATE_EXAMPLES = """
+Examples:
+
+  nas calibrate --profile host                             # 3 small tuned students, 8 trials per workload
+
+  nas calibrate --profile host --candidates 6 --trials 32   # a closer fit, a few minutes more
+"""
+
+
+@app.command(epilog=CALIBRATE_EXAMPLES)
+def calibrate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="A profile timed on this machine (see 'nas profiles').")] = "host",
+    candidates: Annotated[int, typer.Option("--candidates", "-n", help="Small students to build and time, 1-6; default: 3.")] = 3,
+    trials: Annotated[int, typer.Option("--trials", help="MetaSchedule trials per workload not yet tuned; default: 8.")] = 8,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.1, help="Build no further student after this long; default: 15.")] = 15.0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit the latency predictor to this host's CPU (bounded) and cache it; the predictor then prefers it."""
+    from nas.hardware.calibrate import calibrate_host
+
+    out = Output(quiet=quiet)
+    result = calibrate_host(profile, candidates=candidates, trials=trials, budget_s=60 * max_minutes, out=out)
+    errors = ", ".join(f"{p / m - 1:+.0%}" for p, m in zip(result.fitted_predicted_ms, result.measured_ms))
+    out.result(f"calibrated for {result.calibration.cpu_model} on {len(result.measured_ms)} students in "
+               f"{result.wall_s:.0f} s (tuning {result.tune_s:.0f} s): compute ×{result.scales['compute_scale']:.2f}, "
+               f"launch ×{result.scales['launch_scale']:.2f} of the shipped fit; fitted error per student {errors}; "
+               f"saved {result.path}")
+
+
 def main() -> None:
     """Entry point of the ``nas`` console script: map known errors to exit codes."""
     out = Output()

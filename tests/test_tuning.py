@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -172,3 +173,62 @@ def test_pretuning_tunes_each_shared_workload_once_and_every_model_then_hits(tmp
         assert tuner.last_report.hit_rate == 1.0 and tuner.last_report.tune_s == 0.0 and compiled.is_tuned
         with torch.no_grad():
             np.testing.assert_allclose(compiled.run(*_inputs()), model(*_inputs()).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_meta_schedule_loggers_survive_a_handler_without_a_name(tmp_path):
+    """Regression: TVM rebuilds its logging config from the names of the handlers on its logger, so one unnamed
+    handler (pytest attaches one to every non-propagating logger at each test phase) broke every later tuning in
+    the process with "'NoneType' object has no attribute 'format'". Real TVM logger set-up, twice, no workers."""
+    import logging
+
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from nas.hardware.compile import import_model
+    from nas.hardware.profiles import resolve_target
+    from nas.hardware.tuning import MS_LOGGER, _tune_contexts, prepare_for_tuning
+
+    target = tvm.target.Target(resolve_target(load_profile("host")))
+    mod, _ = import_model(Tiny().eval(), _inputs())
+    tasks = list(ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target))
+    assert _tune_contexts(tasks, target, str(tmp_path / "first"))  # a first tuning run's loggers
+    logger = logging.getLogger(MS_LOGGER)
+    stranger = logging.StreamHandler(io.StringIO())  # no name, like pytest's LogCaptureHandler or a user's own handler
+    logger.addHandler(stranger)
+    try:
+        assert stranger.get_name() is None and logger.propagate is False
+        assert len(_tune_contexts(tasks, target, str(tmp_path / "second"))) == len(tasks)
+        assert stranger in logger.handlers  # put back afterwards
+        import sys
+
+        console = [h for h in logger.handlers if h.get_name() == f"{MS_LOGGER}.console"]
+        assert console and console[0].stream is sys.stderr  # stdout is for results
+    finally:
+        logger.removeHandler(stranger)
+
+
+@pytest.mark.slow
+def test_two_tunings_in_one_process_both_tune(tmp_path):
+    """Two real MetaSchedule runs (2 trials) on fresh databases in one process, with an unnamed handler on TVM's
+    logger in between, as pytest leaves it between tests: the second must tune, not fall back (~2–3 min here)."""
+    import logging
+
+    import tvm
+
+    from nas.hardware.compile import import_model
+    from nas.hardware.profiles import resolve_target
+    from nas.hardware.tuning import MS_LOGGER, tune_workloads
+
+    target = tvm.target.Target(resolve_target(load_profile("host")))
+    stranger = logging.StreamHandler(io.StringIO())  # unnamed, and it really emits (as pytest's handler does)
+    try:
+        for i, model in enumerate([Tiny().eval(), TwoLayers().eval()]):
+            settings = TuningSettings(trials_per_task=2, trials_per_iter=2, cache_dir=str(tmp_path / f"db{i}"))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                report = tune_workloads([import_model(model, _inputs())[0]], target, settings)
+            failures = [str(w.message) for w in caught if "tuning failed" in str(w.message)]
+            assert not failures and report.hits == 0 and report.tuned + len(report.untunable) == report.n_tasks, failures
+            logging.getLogger(MS_LOGGER).addHandler(stranger)
+    finally:
+        logging.getLogger(MS_LOGGER).removeHandler(stranger)

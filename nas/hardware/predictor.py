@@ -51,6 +51,9 @@ class Calibration:
         s_per_byte: Fitted host seconds per byte moved (``1 / (B · e_mem)``).
         launch_s: Fitted host seconds per kernel launch.
         n_models: Models the fit used.
+        cpu_model: The CPU the fit was measured on, as :func:`nas.hardware.calibrate.host_cpu_model` names it
+            (e.g. ``AMD EPYC (znver5)``); empty in files written before it was recorded. Predicting the host
+            profile with another CPU's calibration warns once and points to ``nas calibrate --profile host``.
     """
 
     source: str
@@ -61,6 +64,7 @@ class Calibration:
     s_per_byte: float
     launch_s: float
     n_models: int
+    cpu_model: str = ""
 
     def efficiency(self) -> dict[str, float | None]:
         """Fitted share of the host's peak each category reaches (``None``: its FLOPs cost nothing extra)."""
@@ -84,11 +88,13 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Calibration:
-        """Load a calibration; default: ``$LIGHTNAS_CACHE/predictor/calibration.json`` if present, else the
-        bundled one (fitted on the reference machine by ``benchmarks/predictor_accuracy.py``)."""
+        """Load a calibration; default: this host's from ``nas calibrate`` (``$LIGHTNAS_CACHE/predictor/
+        calibration-<cpu>.json``) if present, else ``$LIGHTNAS_CACHE/predictor/calibration.json``, else the bundled
+        one (fitted on the reference machine by ``benchmarks/predictor_accuracy.py``)."""
         if path is None:
-            cached = _cache_path()
-            path = cached if cached.is_file() else BUNDLED_CALIBRATION
+            from nas.hardware.calibrate import preferred_calibration_path
+
+            path = preferred_calibration_path()
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -138,6 +144,7 @@ class LatencyPredictor:
 
     def __init__(self, calibration: Calibration | None = None) -> None:
         self.calibration = calibration or Calibration.load()
+        self._check_cpu = calibration is None  # a calibration passed in on purpose is not second-guessed
 
     def predict_ms(self, graph: GraphSummary, profile: HardwareProfile, weight_bits: int = 32) -> float:
         """Predicted latency in milliseconds of ``graph`` on ``profile``.
@@ -159,6 +166,10 @@ class LatencyPredictor:
         """
         cal = self.calibration
         peak = profile.peak
+        if self._check_cpu:
+            from nas.hardware.calibrate import warn_if_other_cpu
+
+            warn_if_other_cpu(cal, profile)
         if profile.latency.method == "local":
             # The host the calibration was fitted on: no transfer. Its int8 runs at fp32 speed (TVM emits no
             # VNNI code here, shared/STACK.md); only the smaller weight bytes count.
@@ -199,6 +210,7 @@ def fit_calibration(
     host_fp32_gflops: float,
     host_bandwidth_gbs: float,
     host_clock_mhz: float | None = None,
+    cpu_model: str = "",
 ) -> Calibration:
     """Fit the predictor's constants on host measurements (non-negative least squares, relative error).
 
@@ -209,6 +221,7 @@ def fit_calibration(
         host_fp32_gflops: Host peak, GFLOP/s (to express the fit as efficiencies and transfer it).
         host_bandwidth_gbs: Host bandwidth, GB/s.
         host_clock_mhz: Host clock; default read from ``/proc/cpuinfo``.
+        cpu_model: The measured CPU (see :attr:`Calibration.cpu_model`).
 
     Raises:
         ValueError: With fewer models than fitted constants.
@@ -237,6 +250,7 @@ def fit_calibration(
         s_per_byte=float(coef[len(COMPUTE_CATEGORIES)]),
         launch_s=float(coef[len(COMPUTE_CATEGORIES) + 1]),
         n_models=len(graphs),
+        cpu_model=cpu_model,
     )
 
 

@@ -315,9 +315,7 @@ def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: Tunin
     from tvm.s_tir import meta_schedule as ms
 
     with tempfile.TemporaryDirectory(prefix="lightnas-ms-") as work_dir:
-        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
-        )
+        contexts = _tune_contexts(tasks, target, work_dir)
         if not contexts:
             return
         builder = _kept_pool_builder()
@@ -335,6 +333,56 @@ def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: Tunin
             )
         finally:
             builder.close()
+
+
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+def _tune_contexts(tasks: list, target: tvm.target.Target, work_dir: str) -> list:
+    """MetaSchedule's tune contexts for ``tasks``, with its loggers set up under :func:`_unnamed_handlers_set_aside`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    with _unnamed_handlers_set_aside():
+        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
+        )
+    _console_to_stderr()
+    return contexts
+
+
+def _console_to_stderr() -> None:
+    """MetaSchedule logs its progress to stdout; lightnas keeps stdout for results (``nas tune``, ``nas calibrate``)."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger(MS_LOGGER).handlers:
+        if handler.get_name() == f"{MS_LOGGER}.console" and isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+
+
+@contextlib.contextmanager
+def _unnamed_handlers_set_aside():
+    """Take handlers without a name off MetaSchedule's logger while it (re)configures its loggers; put them back after.
+
+    Every tuning run calls TVM's ``create_loggers``, which rebuilds a ``logging.config.dictConfig`` from the
+    *names* of the handlers already on the ``tvm.s_tir.meta_schedule`` logger and calls ``.format`` on each.
+    After the first run that logger is non-propagating, and pytest's log capture (which attaches an unnamed
+    ``LogCaptureHandler`` to every non-propagating logger at each test phase) or any user logging setup adds
+    a handler whose name is ``None``: the next run then died with "'NoneType' object has no attribute
+    'format'" before tuning anything (every workload fell back to default loops). This was the "second
+    tuning in one process fails" bug, not the kept builder pool.
+    """
+    import logging
+
+    logger = logging.getLogger(MS_LOGGER)
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def _kept_pool_builder(restart_every: int = 50):
