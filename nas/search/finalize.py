@@ -222,14 +222,15 @@ def time_shipped(library: Path, onnx_file: Path, profile: HardwareProfile, seq_l
 
     from nas.export import load_tvm
     from nas.hardware.backends import measurement_lock
-    from nas.hardware.compile import set_tvm_threads
+    from nas.hardware.compile import quiet_native_stderr, set_tvm_threads
     from nas.hardware.measure import onnxruntime_session, summarize
 
     threads = profile.resolved_cores()
     tvm_threads = set_tvm_threads(threads)
     ids = np.full((1, seq_len), 1000, dtype=np.int64)
     mask = np.ones((1, seq_len), dtype=np.int64)
-    vm = load_tvm(library)
+    with quiet_native_stderr():  # "Scope Loaded:" once per constant: noise
+        vm = load_tvm(library)
     args = [tvm.runtime.tensor(ids, tvm.cpu()), tvm.runtime.tensor(mask, tvm.cpu())]
     session = onnxruntime_session(onnx_file, threads)
     feeds = {"input_ids": ids, "attention_mask": mask}
