@@ -67,6 +67,7 @@ def _print_summary(out: Output, result, as_json: bool) -> None:
     for p in result.pareto:
         lat = "; ".join(_latency_text(name, v) for name, v in p["latency"].items())
         lat += "".join(f"; host {_latency_text(k, v)}" for k, v in p["reference_latency"].items())
+        lat += "".join(f"; {text}" for text in (p.get("faster") or {}).values() if text)
         table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", lat, f"{p['size_bytes'] / 1024:.0f}", (p["candidate_key"] if "candidate_key" in p else _key(p["candidate"])))
     out.result(table)
     out.result(f"report: {result.paths.report}\npareto: {result.paths.pareto}\nmlflow: {result.tracking_uri}")
@@ -115,8 +116,29 @@ def search(
         campaign = campaign.model_copy(update={"n_trials": n_trials})
     out_dir = out_dir or Path("campaigns") / campaign.name
     result = run_campaign(campaign, out_dir, ray_address=ray_address, tracking_uri=tracking_uri, out=out)
+    if campaign.latency.final_measure and result.pareto:
+        result = _finalize(result, campaign, out)
     _build_report(out, result)
     _print_summary(out, result, as_json)
+
+
+def _finalize(result, campaign, out: Output):
+    """Time the Pareto trials' shipped builds on this host, then rewrite pareto.json with them (the report follows)."""
+    import dataclasses
+
+    from nas.report.pareto import pareto_summary, write_pareto_json
+    from nas.search.campaign import load_study
+    from nas.search.finalize import finalize_front
+
+    done = finalize_front(result.paths.root, tune_trials=campaign.latency.final_tune_trials,
+                          max_new_tasks=campaign.latency.final_max_new_tasks, out=out)
+    if not done.measured:
+        return result
+    out.info(f"final front: {len(done.measured)} trial(s) timed as shipped in {done.seconds:.0f} s")
+    study, config = load_study(result.paths.root)
+    pareto = pareto_summary(study, config)
+    write_pareto_json(pareto, result.paths.pareto)
+    return dataclasses.replace(result, pareto=pareto)
 
 
 @app.command()
@@ -135,6 +157,12 @@ def resume(
 
     out = Output(quiet=quiet, as_json=as_json)
     result = run_campaign(None, campaign_dir, resume=True, ray_address=ray_address, tracking_uri=tracking_uri, out=out)
+    if result.pareto:  # trials measured before an interruption are skipped
+        from nas.search.campaign import load_study
+
+        config = load_study(result.paths.root)[1]
+        if config.latency.final_measure:
+            result = _finalize(result, config, out)
     _build_report(out, result)
     _print_summary(out, result, as_json)
 
@@ -330,6 +358,9 @@ def select(
     finalize: Annotated[bool, typer.Option("--finalize", help="Retrain with the full distillation budget (+ QAT if quantized) before exporting.")] = False,
     finalize_steps: Annotated[Optional[int], typer.Option("--finalize-steps", min=1, help="Distillation steps with --finalize; default: 4x the search budget.")] = None,
     export_dir: Annotated[Optional[Path], typer.Option("--export-dir", help="Where to write the exports; default: <campaign>/selected/<profile>.")] = None,
+    tune_trials: Annotated[int, typer.Option("--tune-trials", min=1, help="MetaSchedule trials per workload the shared tuning database lacks, for the TVM library.")] = 16,
+    no_tune: Annotated[bool, typer.Option("--no-tune", help="Export the TVM library untuned (TVM's default loops; minutes faster, 10-100x slower to run).")] = False,
+    require_parity: Annotated[bool, typer.Option("--require-parity", help="Fail when a shipped file's test accuracy is more than 0.5 points from the torch student's (default: warn).")] = False,
     tracking_uri: TrackingUriOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -340,20 +371,27 @@ def select(
     out = Output(quiet=quiet, as_json=as_json)
     criteria = SelectionCriteria(profile=profile, max_latency_ms=max_latency_ms, min_accuracy=min_accuracy, max_size_kb=max_size_kb)
     result = select_model(campaign_dir, criteria, export_dir=export_dir, finalize=finalize, finalize_steps=finalize_steps,
-                          tracking_uri=tracking_uri, out=out)
+                          tracking_uri=tracking_uri, tune_trials=None if no_tune else tune_trials,
+                          require_parity=require_parity, out=out)
+    card = json.loads(Path(result.files["selection"]).read_text(encoding="utf-8"))
     summary = {"trial": result.choice.trial, "profile": profile, "reasons": result.choice.reasons,
                "validation_accuracy": result.validation_accuracy, "test_accuracy": result.test_accuracy,
-               "latency": result.choice.latency, "steps": result.steps, "finalized": result.finalized,
+               "latency": card["latency"], "final_latency": card.get("final_latency"), "parity": card.get("parity"),
+               "steps": result.steps, "finalized": result.finalized,
                "files": result.files, "registered": result.registered, "notes": result.notes}
     if as_json:
         out.result(json.dumps(summary, indent=2, default=str))
         return
-    lat = result.choice.latency
+    lat = card["latency"]
+    parity = card.get("parity") or {"artefacts": {}}
+    scored = ", ".join(f"{k} {v['accuracy']:.4f}" if v.get("accuracy") is not None else f"{k} not scored" for k, v in parity["artefacts"].items())
     out.result("\n".join([
         f"selected trial {result.choice.trial} for {profile}: test accuracy {result.test_accuracy:.4f} "
         f"(validation {result.validation_accuracy:.4f}), {lat['median_ms']:.3f} ms "
         f"({'measured' if lat['is_measured'] else 'estimated'}, {'tuned' if lat['is_tuned'] else 'untuned'} {lat['backend']})",
         *(f"  {r}" for r in result.choice.reasons),
+        *([f"  {card['final_latency']['faster']}"] if card.get("final_latency") else []),
+        f"  parity on the test split: torch {result.test_accuracy:.4f}; {scored or 'not checked'}",
         *(f"  {kind}: {path}" for kind, path in result.files.items()),
         f"  registered: {result.registered['model_name']} version {result.registered['version']} (run {result.registered['run_id']})",
         *(f"  note: {n}" for n in result.notes),

@@ -166,6 +166,41 @@ def _latency_text(lat: dict[str, Any] | None) -> str:
             f"± {lat.get('std_ms', float('nan')):.3f} ms over {lat.get('repeats', '?')} repeats)")
 
 
+def _final_text(record: dict[str, Any] | None) -> str:
+    """The card's lines on the exported files timed on this host (``nas.search.finalize.compare``'s record)."""
+    if not record:
+        return ""
+    ort = record["onnxruntime"]
+    lines = [f"- `model.onnx` on ONNX Runtime: {_latency_text(ort)}"]
+    if record.get("tvm"):
+        lines.append(f"- TVM library: {_latency_text(record['tvm'])}")
+        lines.append(f"- {record['faster']} (tvm ÷ onnxruntime = {record['tvm_over_ort']:.2f})")
+    else:
+        lines.append(f"- TVM library: not shown, {record['tvm_excluded']}")
+    return "\n".join(lines) + "\n"
+
+
+def _parity_text(parity: dict[str, Any] | None) -> str:
+    """The parity table: each shipped file's test accuracy against the torch student's."""
+    if not parity:
+        return "Not checked."
+    rows = [f"| torch (lightnas) | {parity['torch_accuracy']:.4f} | reference | yes (it is lightnas) | – |"]
+    for kind, entry in parity["artefacts"].items():
+        if entry.get("accuracy") is None:
+            rows.append(f"| {kind} | – | – | {_yes_no(entry.get('loads_without_lightnas'))} | not scored: {entry.get('error')} |")
+            continue
+        verdict = "agrees" if entry["agrees"] else f"**disagrees** (> {parity['threshold_points']:g} points)"
+        rows.append(f"| {kind} | {entry['accuracy']:.4f} | {entry['delta_points']:+.2f} | {_yes_no(entry.get('loads_without_lightnas'))} | {verdict} |")
+    return (f"Accuracy on the {parity['split']} split ({parity['sentences']} sentences), each file run as a user would "
+            f"(ONNX and HF in a Python without lightnas); flagged beyond {parity['threshold_points']:g} points.\n\n"
+            "| artefact | accuracy | Δ vs torch (points) | loads without lightnas | verdict |\n|---|---|---|---|---|\n"
+            + "\n".join(rows))
+
+
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
 def model_card(card: dict[str, Any]) -> str:
     """The model card (markdown) of a selection, from the facts ``nas.select`` gathered."""
     from nas.report.pareto import flatten
@@ -191,11 +226,12 @@ A text classifier distilled from the campaign's teacher and compressed as below,
 | test (held out, {card['test_size']} sentences) | {card['test_accuracy']:.4f} |
 
 ## Latency on `{card['profile']}`
-- TVM: {_latency_text(card['latency'])}
-- host references:
+- {'shipped build' if card.get('final_latency') else 'TVM (search)'}: {_latency_text(card['latency'])}
+{_final_text(card.get('final_latency'))}- host references (search):
 {refs}
-
-Untuned TVM latencies rank candidates; they are not what a tuned deployment achieves.
+{'' if (card['latency'] or {}).get('is_tuned', True) else chr(10) + 'Untuned TVM latencies rank candidates; they are not what a tuned deployment achieves.' + chr(10)}
+## Parity with the torch student
+{_parity_text(card.get('parity'))}
 
 ## Size and memory
 - stored size: {'not recorded' if size is None else f'{size / 1024:.1f} KiB ({size} bytes)'}
@@ -247,11 +283,23 @@ def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Pat
     tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so", tuning=tuning, out=out)
     files["tvm"] = str(tvm_path)
     out.info(f"tvm library: {tvm_path} ({how})")
-    card = {**card, "files": {**files, "tvm_build": how}}
+    return write_card(export_dir, {**card, "files": {**files, "tvm_build": how}})
+
+
+def write_card(export_dir: Path, card: dict[str, Any]) -> dict[str, str]:
+    """(Re)write ``MODEL_CARD.md``, ``hf/README.md`` and ``selection.json`` from ``card``; returns kind → path.
+
+    ``card["files"]`` lists the artefacts (plus ``tvm_build``, how the library was built). ``nas select``
+    calls it again once the parity check and the latency of the exported files are known.
+    """
+    export_dir = Path(export_dir)
+    files = {k: v for k, v in card["files"].items() if k != "tvm_build"}
     text = model_card(card)
     (export_dir / "MODEL_CARD.md").write_text(text, encoding="utf-8")
-    (export_dir / "hf" / "README.md").write_text(text, encoding="utf-8")
+    if (export_dir / "hf").is_dir():
+        (export_dir / "hf" / "README.md").write_text(text, encoding="utf-8")
     files["model_card"] = str(export_dir / "MODEL_CARD.md")
-    (export_dir / "selection.json").write_text(json.dumps({**card, "files": files}, indent=2, default=str), encoding="utf-8")
     files["selection"] = str(export_dir / "selection.json")
+    (export_dir / "selection.json").write_text(json.dumps({**card, "files": {**card["files"], **files}}, indent=2, default=str),
+                                               encoding="utf-8")
     return files

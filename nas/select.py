@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 FINALIZE_FACTOR = 4  # --finalize default: 4× the search's step budget (a starting point, not tuned; see --finalize-steps)
 QAT_SHARE = 0.25  # share of the finalize budget spent on quantization-aware fine-tuning after pruning
+SELECT_TUNE_TRIALS = 16  # --tune-trials default: MetaSchedule trials per workload the shared database lacks
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,8 @@ def select_model(
     finalize: bool = False,
     finalize_steps: int | None = None,
     tracking_uri: str | None = None,
+    tune_trials: int | None = SELECT_TUNE_TRIALS,
+    require_parity: bool = False,
     out: Output | None = None,
 ) -> SelectionResult:
     """Choose, rebuild, test, export and register the model for one profile.
@@ -245,16 +249,22 @@ def select_model(
         finalize: Retrain with ``finalize_steps`` (and QAT when quantized) instead of the search budget.
         finalize_steps: Distillation steps when finalizing; default ``FINALIZE_FACTOR`` × the search budget.
         tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI`` or the campaign's SQLite store.
+        tune_trials: MetaSchedule trials per workload the shared database lacks, for the exported TVM library;
+            None exports it untuned (TVM's default loops, labelled so).
+        require_parity: Raise instead of warning when a shipped file's test accuracy is more than
+            ``PARITY_POINTS`` from the torch student's.
         out: Where messages go.
 
     Returns:
         The choice, accuracies, exported files and the registered model version.
 
     Raises:
-        NasUserError: For a bad campaign, profile or limits, or when nothing meets the limits.
+        NasUserError: For a bad campaign, profile or limits, when nothing meets the limits, or (with
+            ``require_parity``) when an exported file disagrees with the torch student.
     """
     from nas.candidate import Candidate
-    from nas.export import export_all
+    from nas.export import export_all, write_card
+    from nas.hardware.tuning import TuningSettings
     from nas.hardware.profiles import load_profile
     from nas.search.campaign import build_context, load_study
     from nas.tracking import default_tracking_uri, register_selection
@@ -308,17 +318,94 @@ def select_model(
         "peak_mem_mib": _peak_memory(choice.metrics, criteria.profile),
         "mlflow": {"tracking_uri": tracking_uri, "campaign_run_id": study.user_attrs.get("mlflow_parent_run_id"), "trial_run_id": trial_run_id},
     }
-    files = export_all(model, load_profile(criteria.profile), export_dir, card, seq_len=config.max_seq_len, out=out)
+    if tune_trials is not None and tune_trials < 1:
+        raise NasUserError(f"--tune-trials {tune_trials} must be at least 1; use --no-tune to export an untuned library.")
+    profile = load_profile(criteria.profile)
+    tuning = None if tune_trials is None else TuningSettings(trials_per_task=tune_trials, trials_per_iter=min(32, tune_trials))
+    files = export_all(model, profile, export_dir, card, seq_len=config.max_seq_len, tuning=tuning, out=out)
+    card = json.loads(Path(files["selection"]).read_text(encoding="utf-8"))
+    card.update(_shipped_latency(files, profile, config, choice, out))
+    card["parity"] = check_parity(files, test, test_accuracy, profile, out)
+    notes += card["parity"]["warnings"]
+    files = write_card(export_dir, card)
+    if require_parity and card["parity"]["disagreeing"]:
+        raise NasUserError(f"{', '.join(card['parity']['disagreeing'])} disagree(s) with the torch student by more than "
+                           f"{card['parity']['threshold_points']:g} accuracy points on the test split; see {files['model_card']}.")
     registered = register_selection(
         tracking_uri, f"lightnas/{config.name}", export_dir, model_name=f"lightnas-{config.name}-{criteria.profile}",
         parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
-        metrics={"validation_accuracy": validation_accuracy, "test_accuracy": test_accuracy, f"latency_ms.{criteria.profile}": choice.latency["median_ms"]},
+        metrics={"validation_accuracy": validation_accuracy, "test_accuracy": test_accuracy, f"latency_ms.{criteria.profile}": card["latency"]["median_ms"]},
         tags={"lightnas.trial": str(choice.trial), "lightnas.profile": criteria.profile, "lightnas.finalized": str(finalize).lower(),
               "lightnas.trial_run_id": trial_run_id or "", "lightnas.candidate": json.dumps(choice.candidate)[:5000]},
     )
     return SelectionResult(choice=choice, export_dir=export_dir, files=files, validation_accuracy=validation_accuracy,
                            test_accuracy=test_accuracy, steps=steps, finalized=finalize, registered=registered, notes=notes,
                            model=model)
+
+
+def _shipped_latency(files: dict[str, str], profile: Any, config: CampaignConfig, choice: Choice, out: Output) -> dict[str, Any]:
+    """The card's latency: the exported files themselves, timed on this host when the profile is this machine.
+
+    Otherwise the search's figure, labelled as it was obtained (e.g. estimated for a device that could not
+    be reached): only this host can be timed here.
+    """
+    from nas.search.finalize import compare, summary_line, time_shipped
+
+    if profile.latency.method != "local":  # a device this machine cannot time: the search's labelled figure
+        return {"latency": choice.latency}
+    sidecar = json.loads(Path(files["tvm"] + ".json").read_text(encoding="utf-8"))
+    backend = "onnxruntime-int8" if "int8" in json.loads(Path(files["selection"]).read_text(encoding="utf-8"))["onnx"]["compute"] else "onnxruntime"
+    tvm_result, ort_result = time_shipped(Path(files["tvm"]), Path(files["onnx"]), profile, config.max_seq_len,
+                                          repeats=config.latency.repeats, number=config.latency.number,
+                                          is_tuned=bool(sidecar["is_tuned"]), ort_backend=backend)
+    tuning = sidecar.get("tuning") or {}
+    record = compare(tvm_result, ort_result, profile.name, tune_trials=None, tuning=tuning)
+    out.info(f"exported files on {profile.name}: {summary_line(record)}")
+    return {"latency": record.get("tvm") or record["onnxruntime"], "final_latency": record,
+            "search_latency": choice.latency}
+
+
+def check_parity(files: dict[str, str], split: Any, torch_accuracy: float, profile: Any, out: Output) -> dict[str, Any]:
+    """Each shipped file's accuracy on ``split`` next to the torch student's (:mod:`nas.artefacts.parity`).
+
+    The ONNX file and the HF folder are scored in a Python without lightnas; the TVM library through the
+    Relax VM when it was built for this machine. A file that fails to load is recorded with its error, not
+    raised: the card says what a user would meet. Files further than ``PARITY_POINTS`` from torch are
+    listed in ``disagreeing`` and warned about.
+    """
+    from nas.artefacts.parity import PARITY_POINTS, ArtefactScore, score_without_lightnas, tvm_accuracy
+
+    threads = profile.resolved_cores() if profile.latency.method == "local" else 1
+    out.info(f"parity: scoring the shipped files on the test split ({len(split)} sentences) against torch")
+    try:
+        scores = score_without_lightnas(split, onnx=Path(files["onnx"]), hf=Path(files["huggingface"]), threads=threads)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        scores = [ArtefactScore(kind, files[key], None, None, f"{type(exc).__name__}: {exc}"[:500])
+                  for kind, key in (("onnx", "onnx"), ("hf", "huggingface"))]
+    if profile.latency.method == "local":
+        try:
+            scores.append(tvm_accuracy(Path(files["tvm"]), split))
+        except Exception as exc:  # a library that does not load or run is reported, like the others
+            scores.append(ArtefactScore("tvm", files["tvm"], None, None, f"{type(exc).__name__}: {exc}"[:500]))
+    else:
+        scores.append(ArtefactScore("tvm", files["tvm"], None, None, f"built for {profile.name}, not runnable on this machine"))
+    artefacts, disagreeing, warnings_ = {}, [], []
+    for score in scores:
+        entry = score.to_dict()
+        if score.accuracy is not None:
+            entry.update(delta_points=(score.accuracy - torch_accuracy) * 100, agrees=score.agrees(torch_accuracy))
+            if not entry["agrees"]:
+                disagreeing.append(score.artefact)
+                warnings_.append(f"{score.artefact} ({score.path}) scores {score.accuracy:.4f} on the test split, "
+                                 f"{entry['delta_points']:+.2f} points from torch's {torch_accuracy:.4f} (limit {PARITY_POINTS:g})")
+        elif score.artefact != "tvm" or profile.latency.method == "local":  # not scored: say why
+            warnings_.append(f"{score.artefact} ({score.path}) could not be scored: {score.error}")
+        artefacts[score.artefact] = entry
+    for text in warnings_:
+        out.warn(text)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+    return {"split": "test", "sentences": len(split), "torch_accuracy": torch_accuracy, "threshold_points": PARITY_POINTS,
+            "artefacts": artefacts, "disagreeing": disagreeing, "warnings": warnings_}
 
 
 def _test_split(config: CampaignConfig) -> Any:

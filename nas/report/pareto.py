@@ -48,24 +48,41 @@ def pareto_summary(study: optuna.Study, config: CampaignConfig) -> list[dict[str
     """One entry per Pareto-optimal trial (:func:`front_trials`), sorted by the first objective (best first).
 
     Each entry carries the trial number, its candidate, its objective values by name, and every latency
-    with its provenance (measured/estimated, tuned/untuned, backend, spread).
+    with its provenance (measured/estimated, tuned/untuned, backend, spread). Where the campaign measured
+    the trial's shipped builds after the search (:mod:`nas.search.finalize`, study user attribute
+    ``final_latency:<trial>``), those replace the search's figures for that profile: the tuned TVM library
+    (or, when it is only partly tuned, the ONNX file on ONNX Runtime) becomes ``latency[profile]`` and the
+    latency objective, ``final_latency[profile]`` holds both runtimes with their ratio, ``faster[profile]``
+    says which runtime is faster (e.g. "onnxruntime faster on host"), and the search's own figures move to
+    ``search_latency`` / ``search_objectives``. An untuned TVM time is never shown there.
     """
     names = [o.name for o in config.objectives]
     entries = []
     for trial in front_trials(study, config):
         metrics = trial.user_attrs.get("metrics", {})
-        entries.append(
-            {
-                "trial": trial.number,
-                "candidate": trial.user_attrs.get("candidate"),
-                "objectives": dict(zip(names, trial.values)),
-                "accuracy": metrics.get("accuracy"),
-                "size_bytes": metrics.get("size_bytes"),
-                "num_params": metrics.get("num_params"),
-                "latency": metrics.get("latency", {}),
-                "reference_latency": metrics.get("reference_latency", {}),
-            }
-        )
+        entry = {
+            "trial": trial.number,
+            "candidate": trial.user_attrs.get("candidate"),
+            "objectives": dict(zip(names, trial.values)),
+            "accuracy": metrics.get("accuracy"),
+            "size_bytes": metrics.get("size_bytes"),
+            "num_params": metrics.get("num_params"),
+            "latency": dict(metrics.get("latency", {})),
+            "reference_latency": dict(metrics.get("reference_latency", {})),
+        }
+        final = study.user_attrs.get(f"final_latency:{trial.number}") or {}
+        if final:
+            entry.update(search_latency=metrics.get("latency", {}), search_objectives=dict(entry["objectives"]),
+                         final_latency={}, faster={})
+        for profile, record in final.items():
+            shown = record.get("tvm") or record["onnxruntime"]  # never the partly tuned TVM time
+            entry["latency"][profile] = shown
+            entry["reference_latency"][record["onnxruntime"]["backend"]] = record["onnxruntime"]
+            if f"latency_ms@{profile}" in entry["objectives"]:
+                entry["objectives"][f"latency_ms@{profile}"] = shown["median_ms"]
+            entry["final_latency"][profile] = {k: record.get(k) for k in ("tvm", "onnxruntime", "tvm_over_ort", "tvm_excluded", "onnx")}
+            entry["faster"][profile] = record.get("faster")
+        entries.append(entry)
     reverse = config.objectives[0].direction == "maximize"
     return sorted(entries, key=lambda e: e["objectives"][names[0]], reverse=reverse)
 
