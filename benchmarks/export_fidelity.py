@@ -74,12 +74,12 @@ def ort_fp32_vs_int8(model, candidate, seq_len, threads, rounds=60):
     """ONNX Runtime fp32 ÷ shipped-int8 latency of one student, interleaved sessions, medians (ms)."""
     import numpy as np
 
-    from nas.export import _export_shipped_onnx, export_onnx
+    from nas.export import export_shipped_onnx, export_onnx
     from nas.hardware.measure import onnxruntime_session
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, seq_len, Path(tmp) / "fp32.onnx")
-        int8, _ = _export_shipped_onnx(model, {"candidate": candidate.to_dict()}, seq_len, Path(tmp) / "int8.onnx")
+        int8, _ = export_shipped_onnx(model, candidate.compression, seq_len, Path(tmp) / "int8.onnx")
         sessions = {"fp32": onnxruntime_session(fp32, threads), "int8": onnxruntime_session(int8, threads)}
         feeds = {"input_ids": np.full((1, seq_len), 1000, np.int64), "attention_mask": np.ones((1, seq_len), np.int64)}
         times = {k: [] for k in sessions}

@@ -448,7 +448,7 @@ def _bench_table(result):
     def how(r) -> str:
         from nas.hardware.measure import provenance
 
-        return f"{provenance(r.is_measured, r.is_tuned)}\n({r.backend})"
+        return f"{provenance(r.is_measured, r.is_tuned, r.backend)}\n({r.backend})"
 
     for p in result.profiles:
         fits = "[green]yes[/]" if p.feasibility.is_feasible else "[red]no[/]"

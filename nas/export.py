@@ -253,17 +253,23 @@ A text classifier distilled from the campaign's teacher and compressed as below,
 """
 
 
-def _export_shipped_onnx(model: torch.nn.Module, card: dict[str, Any], seq_len: int, path: Path) -> tuple[str, dict[str, Any]]:
-    """The ONNX file at the candidate's bit-widths (fp32 when its recipe quantizes nothing), and what it holds."""
+def export_shipped_onnx(model: torch.nn.Module, recipe: CompressionRecipe, seq_len: int, path: Path) -> tuple[str, dict[str, Any]]:
+    """The ONNX file every CPU profile ships: the recipe's bit-widths (fp32 when it quantizes nothing), and what it holds."""
     from nas.artefacts.onnx_lowbit import export_lowbit_onnx
-    from nas.candidate import Candidate
 
-    recipe = Candidate.from_dict(card["candidate"]).compression
     if recipe.weight_bits >= 32 and (recipe.embedding_bits or 32) >= 32:
         written = export_onnx(model, seq_len, path)
         return str(written), {"file_bytes": written.stat().st_size, "storage": "fp32 weights", "compute": "fp32"}
     artefact = export_lowbit_onnx(model, recipe, seq_len, path)
     return str(artefact.path), {"file_bytes": artefact.file_bytes, "storage": artefact.storage, "compute": artefact.compute}
+
+
+def shipped_onnx_bytes(model: torch.nn.Module, recipe: CompressionRecipe, seq_len: int) -> int:
+    """Exact byte size of :func:`export_shipped_onnx`'s file (written to a temporary folder): the size axis."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lightnas-size-") as folder:
+        return int(export_shipped_onnx(model, recipe, seq_len, Path(folder) / "model.onnx")[1]["file_bytes"])
 
 
 def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Path, card: dict[str, Any], *,
@@ -277,7 +283,7 @@ def export_all(model: torch.nn.Module, profile: HardwareProfile, export_dir: Pat
     recipe = Candidate.from_dict(card["candidate"]).compression
     files = {"huggingface": str(export_hf(model, export_dir / "hf", recipe=recipe))}
     out.info(f"hugging face folder: {files['huggingface']}")
-    files["onnx"], onnx_facts = _export_shipped_onnx(model, card, seq_len, export_dir / "model.onnx")
+    files["onnx"], onnx_facts = export_shipped_onnx(model, recipe, seq_len, export_dir / "model.onnx")
     card = {**card, "onnx": onnx_facts}
     out.info(f"onnx: {files['onnx']} ({onnx_facts['file_bytes']} bytes; {onnx_facts['storage']})")
     tvm_path, how = export_tvm(model, profile, seq_len, export_dir / "tvm" / f"{profile.name}.so", tuning=tuning, out=out)

@@ -25,13 +25,26 @@ if TYPE_CHECKING:
     from nas.hardware.profiles import HardwareProfile
 
 
-def provenance(is_measured: bool, is_tuned: bool) -> str:
+# Backends whose kernels come tuned or not from TVM (``compile_relax``, RPC builds); every other backend runs a
+# library's own hand-written kernels (ONNX Runtime's MLAS, torch's ATen), where "tuned" has no meaning.
+TVM_BACKENDS = ("tvm", "tvm-rpc")
+
+
+def provenance(is_measured: bool, is_tuned: bool, backend: str = "tvm") -> str:
     """How a latency was obtained, in the words every table, report and CLI line uses.
 
     An estimate is not itself tuned or untuned; what matters is what it stands for: kernels as tuned
     ones would run (the predictor, calibrated on tuned builds) or an untuned build scaled (e.g. to int8).
+    A timing of ONNX Runtime or torch is ``measured (onnxruntime)``: nothing was tuned for it, and calling
+    it "tuned" would put it next to MetaSchedule-tuned TVM builds as if it were one.
+
+    Example:
+        >>> provenance(True, False), provenance(True, True, "onnxruntime")
+        ('measured, untuned', 'measured (onnxruntime)')
     """
     if is_measured:
+        if backend not in TVM_BACKENDS:
+            return f"measured ({backend})"
         return "measured, tuned" if is_tuned else "measured, untuned"
     return "estimated for tuned kernels" if is_tuned else "estimated from an untuned build"
 
@@ -52,7 +65,9 @@ class LatencyResult:
         number: Runs averaged inside each repeat.
         threads: Threads the backend actually used.
         is_measured: True if timed on the device; False if estimated.
-        is_tuned: True if the kernels were tuned for the target (only TVM builds can be untuned).
+        is_tuned: True if the kernels were tuned for the target (only TVM builds can be untuned); ONNX Runtime
+            and torch timings carry True ("nothing left untuned") and are labelled by backend instead
+            (:func:`provenance`).
         target: The resolved TVM target as JSON (``""`` for other backends).
         note: Free text, e.g. why a number is estimated.
 
@@ -98,7 +113,7 @@ class LatencyResult:
     @property
     def label(self) -> str:
         """Human-readable summary, e.g. ``1.13 ms measured, tuned (tvm, 2 threads, median of 30)``."""
-        how = provenance(self.is_measured, self.is_tuned)
+        how = provenance(self.is_measured, self.is_tuned, self.backend)
         if self.repeats == 0:  # a pure prediction: nothing was timed
             return f"{self.median_ms:.3g} ms {how} ({self.backend}, {self.threads} threads)"
         return f"{self.median_ms:.3g} ms {how} ({self.backend}, {self.threads} threads, median of {self.repeats})"
@@ -187,7 +202,8 @@ def measure_onnxruntime(
             weights, activations quantized per batch); the backend is then ``onnxruntime-int8``.
 
     Returns:
-        A measured result with ``is_tuned=True`` (ORT's kernels are hand-optimised for the CPU).
+        A measured result with ``is_tuned=True`` (nothing to tune: ORT's kernels are hand-written for the CPU);
+        its label says ``measured (onnxruntime)``, not "tuned".
     """
     _check_counts(repeats, number, warmup)
     threads = profile.resolved_cores()
@@ -261,7 +277,7 @@ def measure_torch(
         warmup: Untimed runs first; ≥ 0.
 
     Returns:
-        A measured result with ``is_tuned=True`` (eager kernels need no tuning).
+        A measured result with ``is_tuned=True`` (eager kernels need no tuning); labelled ``measured (torch)``.
     """
     import torch
 

@@ -48,6 +48,9 @@ class Feasibility:
         code_bytes: Machine code of the device build (measured from the objects) or the allowance.
         code_measured: Whether ``code_bytes`` comes from a real build.
         build: The cross build's record (``CrossBuild.to_dict()``), when one was made.
+        peak_memory_bytes: Estimated peak working memory at batch 1 on every profile: the SRAM figure on an
+            MCU (weights stay in flash); elsewhere the weights held at their stored width plus the peak live
+            activations. An estimate from the fused graph, not a measurement.
     """
 
     profile: str
@@ -60,6 +63,7 @@ class Feasibility:
     code_bytes: int = 0
     code_measured: bool = False
     build: dict[str, Any] = field(default_factory=dict)
+    peak_memory_bytes: int = 0
 
     def constraint(self) -> float:
         """An Optuna constraint value: ≤ 0 when feasible, > 0 (worst relative overshoot, or 1) otherwise."""
@@ -144,4 +148,5 @@ def check_feasibility(
         code_bytes=code,
         code_measured=code_measured,
         build=build.to_dict() if build is not None else {},
+        peak_memory_bytes=sram if sram else int((stored_bytes or graph.weight_bytes(weight_bits)) + graph.peak_activation_bytes),
     )

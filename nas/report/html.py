@@ -33,15 +33,16 @@ if TYPE_CHECKING:
 _GREY, _RED, _BLUE = "#9aa5b1", "#d62728", "#1f77b4"
 _AXES = {
     "latency_ms": "latency on {profile} (ms, median, batch 1)",
-    "size_kib": "stored size (KiB)",
-    "peak_mem_mib": "peak memory on {profile} (MiB)",
+    "size_kib": "shipped ONNX file (KiB, exact bytes)",
+    "peak_mem_mib": "peak memory on {profile} (MiB, estimated: SRAM on an MCU, weights + activations elsewhere)",
 }
 
 
 def _latency_label(lat: dict[str, Any]) -> str:
     from nas.hardware.measure import provenance
 
-    return f"{lat['median_ms']:.3f} ms ({provenance(bool(lat.get('is_measured')), bool(lat.get('is_tuned')))}, {lat['backend']})"
+    how = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")), lat.get("backend", "tvm"))
+    return f"{lat['median_ms']:.3f} ms ({how}, {lat['backend']})"
 
 
 def _hover(trial: FrozenTrial, profile: str) -> str:
@@ -51,7 +52,11 @@ def _hover(trial: FrozenTrial, profile: str) -> str:
              + (" (inherited from the supernet)" if _fidelity(trial) == "supernet" else "")]
     if lat:
         lines.append(f"{profile}: {_latency_label(lat)}")
-    lines.append(f"{metrics.get('size_bytes', 0) / 1024:.1f} KiB")
+    lines.append(f"shipped file {metrics.get('size_bytes', 0) / 1024:.1f} KiB"
+                 + (f" (packed accounting {metrics['packed_bytes'] / 1024:.1f} KiB)" if metrics.get("packed_bytes") else ""))
+    peak_mib = axis_values(trial, profile)["peak_mem_mib"]
+    if peak_mib is not None:
+        lines.append(f"peak memory on {profile} {peak_mib:.3f} MiB (estimated)")
     lines += [f"{k}={v}" for k, v in flatten(trial.user_attrs.get("candidate") or {}).items()]
     return "<br>".join(lines)
 
@@ -128,7 +133,7 @@ def _fidelity(trial: FrozenTrial) -> str:
 
 def _is_measured(trial: FrozenTrial, profile: str, cost: str) -> bool:
     if cost != "latency_ms":
-        return True  # size is computed exactly; memory is whatever the campaign recorded
+        return True  # one marker style: size is the shipped file's exact bytes; memory is an estimate (axis title)
     return bool(trial.user_attrs["metrics"]["latency"][profile].get("is_measured"))
 
 
@@ -159,7 +164,7 @@ def report_figures(study: optuna.Study, config: CampaignConfig, importances: dic
         figures[f"front-latency-{profile}"] = _front_figure(
             trials, profile, "latency_ms", refs,
             f"Accuracy vs latency on {profile} ({kinds}; batch 1, {config.max_seq_len} tokens)")
-    figures["front-size"] = _front_figure(trials, config.profiles[0], "size_kib", refs, "Accuracy vs stored size")
+    figures["front-size"] = _front_figure(trials, config.profiles[0], "size_kib", refs, "Accuracy vs shipped file size")
     for profile in config.profiles:
         if any(axis_values(t, profile)["peak_mem_mib"] is not None for t in trials):
             figures[f"front-memory-{profile}"] = _front_figure(trials, profile, "peak_mem_mib", refs, f"Accuracy vs peak memory on {profile}")

@@ -9,7 +9,6 @@ dotted keys, so new Candidate fields show up in tables without edits here.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +65,8 @@ def pareto_summary(study: optuna.Study, config: CampaignConfig) -> list[dict[str
             "objectives": dict(zip(names, trial.values)),
             "accuracy": metrics.get("accuracy"),
             "size_bytes": metrics.get("size_bytes"),
+            "packed_bytes": metrics.get("packed_bytes"),
+            "peak_mem_mib": {p: peak_memory_mib(metrics, p) for p in config.profiles},
             "num_params": metrics.get("num_params"),
             "latency": dict(metrics.get("latency", {})),
             "reference_latency": dict(metrics.get("reference_latency", {})),
@@ -119,21 +120,16 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def peak_memory_mib(metrics: dict[str, Any], profile: str) -> float | None:
-    """Peak memory of a trial on ``profile`` in MiB, when the campaign recorded it.
+    """Peak memory of a trial on ``profile`` in MiB, or None where the campaign did not compute it.
 
-    Reads any metrics key that starts with ``peak_mem`` (e.g. ``peak_mem_mib`` or ``peak_mem_bytes``), either
-    a number or a dict by profile name; the unit is taken from the key's suffix (``_bytes``, ``_kib``, ``_mib``).
+    The figure is the feasibility check's ``peak_memory_bytes`` (:class:`nas.hardware.memory.Feasibility`:
+    SRAM on an MCU, weights at their stored width plus peak live activations elsewhere; estimated).
     """
-    for key, value in metrics.items():
-        if not key.startswith("peak_mem"):
-            continue
-        if isinstance(value, dict):
-            value = value.get(profile)
-        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-            continue
-        scale = {"bytes": 1 / 2**20, "kib": 1 / 1024, "mib": 1.0}.get(key.rsplit("_", 1)[-1].lower(), 1.0)
-        return float(value) * scale
-    return None
+    verdict = (metrics.get("feasibility") or {}).get(profile) or {}
+    value = verdict.get("peak_memory_bytes") or verdict.get("sram_bytes")  # trials from before peak_memory_bytes
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        return None
+    return float(value) / 2**20
 
 
 def fits_profile(trial: FrozenTrial, profile: str) -> bool:
@@ -156,7 +152,8 @@ def usable_on(trial: FrozenTrial, config: CampaignConfig, profile: str) -> bool:
 
 
 def axis_values(trial: FrozenTrial, profile: str) -> dict[str, float | None]:
-    """The plotted quantities of a trial on ``profile``: accuracy, latency (ms), size (KiB), peak memory (MiB)."""
+    """The plotted quantities of a trial on ``profile``: accuracy, latency (ms), size of the shipped file (KiB),
+    peak memory (MiB; None where not computed, see :func:`peak_memory_mib`)."""
     metrics = trial.user_attrs["metrics"]
     latency = metrics.get("latency", {}).get(profile)
     size_bytes = metrics.get("size_bytes")
@@ -270,13 +267,17 @@ def trial_table(study: optuna.Study, config: CampaignConfig) -> list[dict[str, A
             if lat:
                 row[f"latency_ms.{profile}"] = lat["median_ms"]
                 row[f"latency_std_ms.{profile}"] = lat.get("std_ms")
-                row[f"latency_kind.{profile}"] = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")))
+                row[f"latency_kind.{profile}"] = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")),
+                                                                  lat.get("backend", "tvm"))
             mem = peak_memory_mib(metrics, profile)
             if mem is not None:
                 row[f"peak_mem_mib.{profile}"] = mem
         for backend, lat in metrics.get("reference_latency", {}).items():
             row[f"reference_latency_ms.{backend}"] = lat["median_ms"]
+            row[f"reference_latency_kind.{backend}"] = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")), backend)
         row["size_kib"] = metrics["size_bytes"] / 1024 if metrics.get("size_bytes") is not None else None
+        if metrics.get("packed_bytes") is not None:
+            row["packed_kib"] = metrics["packed_bytes"] / 1024
         row["num_params"] = metrics.get("num_params")
         row.update(flatten(trial.user_attrs.get("candidate") or {}, "candidate"))
         rows.append(row)

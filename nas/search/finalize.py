@@ -8,7 +8,7 @@ machine (``latency.method: local``), times the two runtimes that ship:
 - the TVM library exactly as ``nas select`` exports it (:func:`nas.export.export_tvm`), scheduled from the
   shared MetaSchedule database; the workloads the database lacks are tuned first, for all the front's
   students in one MetaSchedule run (builder and runner start once; see :func:`nas.hardware.tuning.tune_workloads`);
-- the ONNX file that ships (``nas.export._export_shipped_onnx``: low-bit codes, int8 compute for 5–8-bit
+- the ONNX file that ships (``nas.export.export_shipped_onnx``: low-bit codes, int8 compute for 5–8-bit
   linear weights) on ONNX Runtime's CPU provider.
 
 Latency does not depend on weight values, so each student is rebuilt cheaply, without training: the
@@ -197,10 +197,10 @@ def measure_shipped(model: torch.nn.Module, candidate: Candidate, profile: Hardw
     """
     import dataclasses
 
-    from nas.export import _export_shipped_onnx, export_tvm
+    from nas.export import export_shipped_onnx, export_tvm
 
     with tempfile.TemporaryDirectory(prefix="lightnas-final-") as tmp:
-        onnx_path, onnx_facts = _export_shipped_onnx(model, {"candidate": candidate.to_dict()}, seq_len, Path(tmp) / "model.onnx")
+        onnx_path, onnx_facts = export_shipped_onnx(model, candidate.compression, seq_len, Path(tmp) / "model.onnx")
         lib, _ = export_tvm(model, profile, seq_len, Path(tmp) / f"{profile.name}.so", out=Output(quiet=True),
                             tuning=dataclasses.replace(tuning, max_new_tasks=0))
         sidecar = json.loads(lib.with_suffix(".so.json").read_text(encoding="utf-8"))

@@ -1,12 +1,9 @@
 """One trial: Candidate → student → (pretrained →) distilled → pruned → quantized → accuracy, size and latency.
 
-:func:`evaluate_candidate` is the function an executor runs, in this process or on a Ray worker. It reads
-top to bottom in the order the work happens. Everything it needs that is expensive to build (tokenised
-data, teacher logits, the teacher's weights) arrives once in a :class:`TrialContext`.
-
-:func:`evaluate_inherited` is the supernet scorer's trial (``fidelity.scorer: supernet``): the candidate's
-weights are sliced out of the campaign's trained supernet instead of trained, then compressed and scored
-the same way, with latency estimated; its metrics say ``fidelity="supernet"``.
+:func:`evaluate_candidate` is what an executor runs, here or on a Ray worker, top to bottom in the order the
+work happens; the expensive shared state (tokens, teacher logits and weights) arrives once in a :class:`TrialContext`.
+:func:`evaluate_inherited` is the supernet scorer's trial (``fidelity.scorer: supernet``): weights sliced out of
+the trained supernet instead of trained, then compressed and scored the same way, latency estimated.
 """
 
 from __future__ import annotations
@@ -79,7 +76,7 @@ class TrialMetrics:
     accuracy: float  # validation split, in [0, 1]
     latency: dict[str, LatencyResult]  # by profile name: the compiled (TVM) latency the search optimises
     reference_latency: dict[str, LatencyResult]  # by backend name, on the host, for cross-checks
-    size_bytes: int  # stored size at the candidate's bit-width and sparsity
+    size_bytes: int  # exact bytes of the ONNX file every CPU profile ships (nas.export.export_shipped_onnx)
     num_params: int
     sparsity: float  # share of zeros in the pruned weights
     final_loss: float
@@ -87,6 +84,7 @@ class TrialMetrics:
     feasibility: dict[str, Feasibility] = field(default_factory=dict)  # by profile: compiles and fits memory
     artifacts: dict[str, str] = field(default_factory=dict)  # name → file the driver logs to MLflow, then deletes
     fidelity: str = "standalone"  # what produced these numbers: standalone (trained) or supernet (inherited)
+    packed_bytes: int | None = None  # bits × kept weights, packed and sparse: MCU flash accounting, no shipped file
 
     @property
     def is_feasible(self) -> bool:
@@ -115,7 +113,7 @@ class TrialMetrics:
         if metric == "flash_bytes":
             return float(self.feasibility[profile].flash_bytes)
         if metric == "peak_memory_bytes":
-            return float(self.feasibility[profile].sram_bytes)
+            return float(self.feasibility[profile].peak_memory_bytes)
         raise KeyError(f"unknown metric {metric!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,22 +302,14 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     reference = measure_reference(model, example, ctx.profiles, ctx.latency, weight_bits=bits)
     timings["latency_s"] = time.perf_counter() - t2
 
-    artifacts = {}
-    if ctx.onnx_dir:  # the compressed student as deployed (fake-quantized weights in fp32), batch dynamic
-        import tempfile
-        from pathlib import Path
-
-        from nas.export import export_onnx
-
-        Path(ctx.onnx_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"trial-{seed}-", dir=ctx.onnx_dir)) / "model.onnx"
-        artifacts["model.onnx"] = str(export_onnx(model, ctx.latency.seq_len, path))
+    artifacts, shipped_bytes = _shipped_file(model, candidate, ctx, seed)
 
     return TrialMetrics(
         accuracy=val_accuracy,
         latency=latency,
         reference_latency=reference,
-        size_bytes=int(size.total_bytes),
+        size_bytes=shipped_bytes,
+        packed_bytes=int(size.total_bytes),
         num_params=sum(p.numel() for p in model.parameters()),
         sparsity=sparsity,
         final_loss=losses[-1] if losses else float("nan"),
@@ -327,6 +317,21 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         feasibility=feasibility,
         artifacts=artifacts,
     )
+
+
+def _shipped_file(model: torch.nn.Module, candidate: Candidate, ctx: TrialContext, seed: int, keep: bool = True) -> tuple[dict, int]:
+    """The ONNX file the profiles ship, kept as the trial's ``model.onnx`` when ``ctx.onnx_dir`` is set, and its bytes."""
+    import tempfile
+    from pathlib import Path
+
+    from nas.export import export_shipped_onnx, shipped_onnx_bytes
+
+    if not (keep and ctx.onnx_dir):
+        return {}, shipped_onnx_bytes(model, candidate.compression, ctx.latency.seq_len)
+    Path(ctx.onnx_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"trial-{seed}-", dir=ctx.onnx_dir)) / "model.onnx"
+    written, facts = export_shipped_onnx(model, candidate.compression, ctx.latency.seq_len, path)
+    return {"model.onnx": written}, int(facts["file_bytes"])
 
 
 def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
@@ -384,7 +389,8 @@ def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         accuracy=val_accuracy,
         latency=latency,
         reference_latency={},
-        size_bytes=int(trained.outcome.size.total_bytes),
+        size_bytes=_shipped_file(model, candidate, ctx, seed, keep=False)[1],
+        packed_bytes=int(trained.outcome.size.total_bytes),
         num_params=sum(p.numel() for p in model.parameters()),
         sparsity=trained.outcome.sparsity,
         final_loss=trained.losses[-1] if trained.losses else float("nan"),
