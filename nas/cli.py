@@ -62,14 +62,17 @@ def _print_summary(out: Output, result, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"Pareto set ({result.n_complete} complete, {result.n_failed} failed, {result.wall_s:.0f} s)")
-    for col in ("trial", "val. accuracy", "latency", "size (KiB)", "candidate"):
-        table.add_column(col)
+    profiles = list(dict.fromkeys(name for p in result.pareto for name in p["latency"]))
+    for col in ("trial", "acc.", *(f"{name} ms" for name in profiles), "KiB"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("candidate", no_wrap=True, overflow="ellipsis", max_width=28)
     for p in result.pareto:
-        lat = "; ".join(_latency_text(name, v) for name, v in p["latency"].items())
-        lat += "".join(f"; host {_latency_text(k, v)}" for k, v in p["reference_latency"].items())
-        lat += "".join(f"; {text}" for text in (p.get("faster") or {}).values() if text)
-        table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", lat, f"{p['size_bytes'] / 1024:.0f}", (p["candidate_key"] if "candidate_key" in p else _key(p["candidate"])))
+        cells = [_short_latency(p["latency"].get(name)) for name in profiles]
+        table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", *cells, f"{p['size_bytes'] / 1024:.0f}",
+                      p["candidate_key"] if "candidate_key" in p else _key(p["candidate"]))
     out.result(table)
+    out.result("ms: median, batch 1; tvm/ort = measured (tuned TVM library, ONNX Runtime on the shipped file), "
+               "est = estimated, untuned = an untuned TVM build. KiB: the shipped ONNX file. Details: --json, the report.")
     out.result(f"report: {result.paths.report}\npareto: {result.paths.pareto}\nmlflow: {result.tracking_uri}")
 
 
@@ -83,11 +86,24 @@ def _build_report(out: Output, result) -> None:
     build_report(result.paths.root, tracking_uri=result.tracking_uri)
 
 
+def _short_latency(v: dict | None) -> str:
+    """``0.82 ort``: one latency in a table cell, tagged by how it was obtained (legend under the table)."""
+    if not v:
+        return "—"
+    if not v["is_measured"]:
+        tag = "est"
+    elif v["backend"].startswith("tvm"):
+        tag = "tvm" if v["is_tuned"] else "untuned"
+    else:
+        tag = "ort8" if v["backend"].endswith("int8") else "ort" if v["backend"].startswith("onnxruntime") else v["backend"]
+    return f"{v['median_ms']:.2f} {tag}"
+
+
 def _latency_text(name: str, v: dict) -> str:
     """``host 22.03 ms (estimated from an untuned build; tvm)``: every latency the CLI prints says how it was obtained."""
     from nas.hardware.measure import provenance
 
-    return f"{name} {v['median_ms']:.2f} ms ({provenance(v['is_measured'], v['is_tuned'])}; {v['backend']})"
+    return f"{name} {v['median_ms']:.2f} ms ({provenance(v['is_measured'], v['is_tuned'], v['backend'])}; {v['backend']})"
 
 
 def _key(candidate: dict | None) -> str:

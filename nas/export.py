@@ -161,7 +161,7 @@ def _latency_text(lat: dict[str, Any] | None) -> str:
         return "not recorded"
     from nas.hardware.measure import provenance
 
-    how = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")))
+    how = provenance(bool(lat.get("is_measured")), bool(lat.get("is_tuned")), lat.get("backend", "tvm"))
     return (f"{lat['median_ms']:.3f} ms median ({how}; {lat['backend']}, {lat.get('threads', '?')} threads, "
             f"± {lat.get('std_ms', float('nan')):.3f} ms over {lat.get('repeats', '?')} repeats)")
 

@@ -92,7 +92,7 @@ def _describe(number: int, row: dict[str, Any]) -> str:
     lat = row["latency"]
     from nas.hardware.measure import provenance
 
-    how = provenance(lat["is_measured"], lat["is_tuned"])
+    how = provenance(lat["is_measured"], lat["is_tuned"], lat["backend"])
     return f"trial {number} (accuracy {row['accuracy']:.4f}, {row['latency_ms']:.3f} ms {how}, {row['size_kib']:.0f} KiB)"
 
 

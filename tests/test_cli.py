@@ -62,3 +62,35 @@ def test_profiles_lists_host():
     assert proc.returncode == 0 and "host" in proc.stdout
     proc = _nas("profiles", "show", "host")
     assert proc.returncode == 0 and "target" in proc.stdout
+
+
+def test_pareto_table_is_readable_in_80_columns():
+    """One latency per profile, tagged by how it was obtained; no cell wraps at 80 columns (details: --json)."""
+    import io
+    import types
+
+    from rich.console import Console
+
+    from nas.cli import _print_summary
+    from nas.output import Output
+
+    def lat(ms, backend, measured=True, tuned=True):
+        return {"median_ms": ms, "backend": backend, "is_measured": measured, "is_tuned": tuned}
+
+    pareto = [{"trial": 11, "accuracy": 0.8512, "size_bytes": 1_234_567, "candidate_key": "H256-2*t4f1024-p0.4mu-w8-a0.5T4",
+               "latency": {"host": lat(0.8213, "onnxruntime-int8"), "pixel-7": lat(3.1, "tvm", measured=False)},
+               "reference_latency": {"torch": lat(2.0, "torch")}, "faster": {"host": "onnxruntime faster on host"}},
+              {"trial": 3, "accuracy": 0.7, "size_bytes": 90_000, "candidate_key": "H64-1*c3f256",
+               "latency": {"host": lat(0.51, "tvm"), "pixel-7": lat(1.2, "tvm", measured=False)}, "reference_latency": {}}]
+    result = types.SimpleNamespace(pareto=pareto, n_complete=12, n_failed=0, wall_s=300.0, tracking_uri="sqlite:///m.db",
+                                   paths=types.SimpleNamespace(report="r.html", pareto="p.json"))
+    out = Output()
+    buffer = io.StringIO()
+    out.stdout = Console(file=buffer, width=80, soft_wrap=False)
+    _print_summary(out, result, as_json=False)
+    text = buffer.getvalue()
+    table = text.split("ms: median")[0].splitlines()
+    assert max(len(line) for line in table) <= 80, text
+    row = next(line for line in table if line.lstrip("│ ").startswith("11"))
+    assert "0.82 ort8" in row and "3.10 est" in row and "1206" in row, text
+    assert "untuned" not in row and any("0.51 tvm" in line for line in table)

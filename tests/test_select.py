@@ -151,7 +151,7 @@ def test_selection_rebuilds_the_trial_and_registers_it(selection):
     from nas.hardware.measure import provenance as how
 
     # the card's latency is the exported files timed on this host; the untuned library is not shown as one
-    provenance = f"{lat['median_ms']:.3f} ms median ({how(lat['is_measured'], lat['is_tuned'])};"
+    provenance = f"{lat['median_ms']:.3f} ms median ({how(lat['is_measured'], lat['is_tuned'], lat['backend'])};"
     assert lat["is_measured"] and lat["is_tuned"] and lat["backend"].startswith("onnxruntime")
     assert facts["final_latency"]["tvm"] is None and "untuned" in facts["final_latency"]["tvm_excluded"]
     assert facts["search_latency"] == best.user_attrs["metrics"]["latency"]["host"]
