@@ -320,18 +320,18 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
 
 
 def _shipped_file(model: torch.nn.Module, candidate: Candidate, ctx: TrialContext, seed: int, keep: bool = True) -> tuple[dict, int]:
-    """The ONNX file the profiles ship, kept as the trial's ``model.onnx`` when ``ctx.onnx_dir`` is set, and its bytes."""
+    """Exact bytes of the shipped ONNX file (the size axis), and with ``ctx.onnx_dir`` the trial's fp32 ``model.onnx``."""
     import tempfile
     from pathlib import Path
 
-    from nas.export import export_shipped_onnx, shipped_onnx_bytes
+    from nas.export import export_onnx, shipped_onnx_bytes
 
+    size = shipped_onnx_bytes(model, candidate.compression, ctx.latency.seq_len)
     if not (keep and ctx.onnx_dir):
-        return {}, shipped_onnx_bytes(model, candidate.compression, ctx.latency.seq_len)
+        return {}, size
     Path(ctx.onnx_dir).mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"trial-{seed}-", dir=ctx.onnx_dir)) / "model.onnx"
-    written, facts = export_shipped_onnx(model, candidate.compression, ctx.latency.seq_len, path)
-    return {"model.onnx": written}, int(facts["file_bytes"])
+    return {"model.onnx": str(export_onnx(model, ctx.latency.seq_len, path))}, size
 
 
 def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
