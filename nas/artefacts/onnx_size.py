@@ -1,10 +1,10 @@
 """Bytes of the ONNX file a student ships as, computed without writing it.
 
 The front's size axis (``TrialMetrics.size_bytes``) is the size of the file the host and every non-MCU
-profile ship: :func:`nas.artefacts.onnx_lowbit.export_lowbit_onnx` (fp32 recipes:
-:func:`nas.export.export_onnx`). Writing that file costs 5–13 s per student on the 2-core machine (the dynamo
-export; measured in ``docs/export.md``), more than a trial should spend on one number, so
-:func:`shipped_onnx_bytes` adds it up instead:
+profile ship, :func:`nas.export.export_shipped_onnx` (``export_lowbit_onnx``; fp32 recipes ``export_onnx``).
+:func:`nas.export.shipped_onnx_bytes` writes that file to a temporary folder: 5–13 s per student on the
+2-core machine, almost all of it the dynamo export. :func:`shipped_onnx_bytes` here adds it up instead, in
+10–70 ms (measured in ``tests/test_shipped_size.py``), and agrees with the file to 0.1 %:
 
 * **initializer bytes, exactly**, route by route as the rewriter stores them (uint8/int8 codes, MatMulNBits
   blocks, uint4 indices, per-channel scales, zero points and remainders, fp16, fp32 kept); codes are
@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 # embeddings, pooler, classifier, inputs and opsets; the rest is per encoder layer of that block type.
 # Measured 2026-12-07 (hidden 128, FFN 256, seq 64, vocabulary 1000; torch 2.9 dynamo exporter) by
 # ``python -m nas.artefacts.onnx_size``: layers 1 and 2 of each type, per-layer = difference.
-GRAPH_BYTES: dict[str, dict[str, int]] = {}
+# Routes not measured (fp16, lowbit-fp32: only embeddings quantized) use ``int8-r``, the largest lowbit graph.
+GRAPH_BYTES: dict[str, dict[str, int]] = {
+    "fp32": {"transformer": 54838, "conv": 27159, "bottleneck": 80537, "fixed": 15605},  # incl. stack-trace metadata
+    "int8-r": {"transformer": 13358, "conv": 8691, "bottleneck": 22754, "fixed": 6907},
+    "int8": {"transformer": 12070, "conv": 7980, "bottleneck": 20494, "fixed": 6911},
+    "nbits-r": {"transformer": 12073, "conv": 7919, "bottleneck": 20413, "fixed": 6978},
+    "nbits": {"transformer": 10785, "conv": 7208, "bottleneck": 18153, "fixed": 6981},
+    "codebook": {"transformer": 10809, "conv": 7220, "bottleneck": 18262, "fixed": 6412},
+}
 
 
 def matmul_route(recipe: CompressionRecipe) -> str:
@@ -62,8 +70,13 @@ def _consumers(model: torch.nn.Module, seq_len: int) -> dict[str, int]:
     from torch import nn
 
     ranks: dict[str, int] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: ranks.setdefault(name, args[0].dim()))
-             for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple) -> None:  # returns None: the inputs stay as they are
+            ranks.setdefault(name, args[0].dim())
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     ids = torch.ones(1, seq_len, dtype=torch.long)
     was_training = model.training
     model.eval()
@@ -168,3 +181,67 @@ def shipped_onnx_bytes(model: torch.nn.Module, recipe: CompressionRecipe, seq_le
         seq_len: Tokens per sequence of the exported graph (the campaign's ``max_seq_len``).
     """
     return initializer_bytes(model, recipe, seq_len) + graph_bytes(model, recipe)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measuring GRAPH_BYTES (``python -m nas.artefacts.onnx_size``: ~5 min on 2 cores)
+
+CALIBRATION_RECIPES = {"fp32": (32, "asymmetric"), "int8-r": (8, "asymmetric"), "int8": (8, "symmetric"),
+                       "nbits-r": (4, "asymmetric"), "nbits": (4, "symmetric"), "codebook": (4, "kmeans")}
+
+
+def _graph_bytes_of_export(block: Any, n_layers: int, recipe: CompressionRecipe, seq_len: int = 64) -> int:
+    """File bytes − :func:`initializer_bytes` of one real export of a random student with ``n_layers`` blocks."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from nas.artefacts.onnx_lowbit import export_lowbit_onnx
+    from nas.candidate import Architecture, Candidate
+    from nas.compress.pipeline import compress_model
+    from nas.export import export_onnx
+    from nas.models.student import build_student
+
+    torch.manual_seed(0)
+    arch = Architecture(hidden_size=128, layers=(block,) * n_layers, vocab_size=1000)
+    model = build_student(Candidate(architecture=arch, compression=recipe), num_labels=2, max_positions=seq_len,
+                          kept_token_ids=torch.arange(1000)).eval()
+    with torch.no_grad():  # distinct values everywhere, as after training (no merged initializers)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ids = torch.randint(0, 1000, (16, seq_len))
+    compress_model(model, recipe, calibration_batches=[{"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                                        "labels": torch.randint(0, 2, (16,))}])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        export_onnx(model, seq_len, path) if matmul_route(recipe) == "fp32" else export_lowbit_onnx(model, recipe, seq_len, path)
+        return os.path.getsize(path) - initializer_bytes(model, recipe, seq_len)
+
+
+def measure_graph_bytes() -> dict[str, dict[str, int]]:
+    """A fresh :data:`GRAPH_BYTES`: layers 1 and 2 of each block type under each calibration recipe."""
+    from nas.candidate import BlockSpec
+    from nas.compress.recipe import CompressionRecipe
+
+    blocks = {"transformer": BlockSpec("transformer", heads=2, ffn_size=256), "conv": BlockSpec("conv", kernel_size=3, ffn_size=256),
+              "bottleneck": BlockSpec("bottleneck", heads=2, intra_size=64, ffn_size=128, n_ffn=2)}
+    table: dict[str, dict[str, int]] = {}
+    for route, (bits, scheme) in CALIBRATION_RECIPES.items():
+        recipe = CompressionRecipe(weight_bits=bits, quant_scheme=scheme)
+        fixed = []
+        table[route] = {}
+        for name, block in blocks.items():
+            one, two = (_graph_bytes_of_export(block, n, recipe) for n in (1, 2))
+            table[route][name] = two - one
+            fixed.append(one - (two - one))
+            print(route, name, one, two, flush=True)
+        table[route]["fixed"] = round(sum(fixed) / len(fixed))
+    return table
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(measure_graph_bytes(), indent=1))
