@@ -31,7 +31,7 @@ def environment_info() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": str(os.cpu_count()),
-            "cpu_model": _cpu_model(), "os": platform.platform()}
+            "cpu_model": cpu_model(), "os": platform.platform()}
     for pkg in ("torch", "apache-tvm", "optuna", "ray", "mlflow", "transformers", "onnxruntime"):
         try:
             info[pkg] = version(pkg)
@@ -48,7 +48,7 @@ def _quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:  # /proc/cpuinfo model name: runs and calibrations record it
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

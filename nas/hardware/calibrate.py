@@ -55,15 +55,9 @@ _WARNED: set[tuple[str, str]] = set()
 
 
 def _os_cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    from nas.tracking import cpu_model  # one reader of /proc/cpuinfo
 
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return cpu_model()
 
 
 @functools.lru_cache(maxsize=1)
