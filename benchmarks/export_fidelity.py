@@ -63,13 +63,13 @@ def make_candidate(layers, hidden, recipe):
 def tune_all(candidates, profile, seq_len, trials, max_new_tasks, out):
     """One MetaSchedule run over every candidate's workloads, as the final-front step runs it for a front."""
     from nas.hardware.tuning import TuningSettings
-    from nas.search.finalize import _shipped_student, _tune_front
+    from nas.search.finalize import shipped_student, tune_front
 
     settings = TuningSettings(trials_per_task=trials, trials_per_iter=min(trials, 32), max_new_tasks=max_new_tasks)
     if max_new_tasks == 0:  # read the shared database only, as the demo's final front does by default
         return settings, None
-    models = [_shipped_student(c, seq_len) for c in candidates.values()]
-    return settings, _tune_front(models, profile, seq_len, settings, out).to_dict()
+    models = [shipped_student(c, seq_len) for c in candidates.values()]
+    return settings, tune_front(models, profile, seq_len, settings, out).to_dict()
 
 
 def ort_fp32_vs_int8(model, candidate, seq_len, threads, rounds=60):
@@ -102,15 +102,15 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     import dataclasses
 
     from nas.export import export_all
-    from nas.search.finalize import _shipped_student, measure_shipped
+    from nas.search.finalize import shipped_student, measure_shipped
     from nas.search.objective import evaluate_candidate, train_candidate
-    from nas.select import _shipped_latency, check_parity
+    from nas.select import shipped_latency, check_parity
     from nas.train import accuracy
 
     started = time.perf_counter()
     metrics = evaluate_candidate(candidate, ctx, seed)  # the trial, as the campaign scores it
     no_new = dataclasses.replace(settings, max_new_tasks=0)
-    final = measure_shipped(_shipped_student(candidate, config.max_seq_len), candidate, profile, config.max_seq_len,
+    final = measure_shipped(shipped_student(candidate, config.max_seq_len), candidate, profile, config.max_seq_len,
                             tuning=no_new, repeats=config.latency.repeats, number=config.latency.number)
     model = train_candidate(candidate, ctx, seed).model.eval()  # the same student, as nas select rebuilds it
     torch_accuracy = accuracy(model, test)
@@ -119,7 +119,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
                 "size_bytes": metrics.size_bytes, "latency": metrics.latency[profile.name].to_dict()}
         files = export_all(model, profile, Path(tmp), card, seq_len=config.max_seq_len, tuning=no_new, out=out)
         choice = type("Choice", (), {"latency": card["latency"]})()
-        shipped = _shipped_latency(files, profile, config, choice, out)["final_latency"]
+        shipped = shipped_latency(files, profile, config, choice, out)["final_latency"]
         parity = check_parity(files, test, torch_accuracy, profile, out)
         sizes = {"onnx": os.path.getsize(files["onnx"]), "tvm": os.path.getsize(files["tvm"]),
                  "hf": sum(p.stat().st_size for p in Path(files["huggingface"]).rglob("*") if p.is_file())}
@@ -200,14 +200,14 @@ def main() -> None:
     from nas.hardware.profiles import load_profile
     from nas.output import Output
     from nas.search.campaign import build_context
-    from nas.select import _test_split
+    from nas.select import held_out_split
 
     started = time.perf_counter()
     out = Output()
     config = CampaignConfig(fidelity={"steps": args.steps})  # the demo: the bundled sample task, host
     ctx = build_context(config, out)
     profile = load_profile("host")
-    test = _test_split(config)
+    test = held_out_split(config)
     candidates = {k: make_candidate(*v) for k, v in CANDIDATES.items() if not args.only or k in args.only}
     settings, tuning = tune_all(candidates, profile, config.max_seq_len, args.tune_trials, args.max_new_tasks, out)
     rows, speedups = [], {}

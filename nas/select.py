@@ -300,7 +300,7 @@ def select_model(
             "the thread count or library versions differ from the campaign's.",
             RuntimeWarning, stacklevel=2,
         )
-    test = _test_split(config)
+    test = held_out_split(config)
     test_accuracy = accuracy(model, test)
     out.info(f"validation accuracy {validation_accuracy:.4f}, test accuracy {test_accuracy:.4f} ({len(test)} held-out sentences)")
 
@@ -324,7 +324,7 @@ def select_model(
     tuning = None if tune_trials is None else TuningSettings(trials_per_task=tune_trials, trials_per_iter=min(32, tune_trials))
     files = export_all(model, profile, export_dir, card, seq_len=config.max_seq_len, tuning=tuning, out=out)
     card = json.loads(Path(files["selection"]).read_text(encoding="utf-8"))
-    card.update(_shipped_latency(files, profile, config, choice, out))
+    card.update(shipped_latency(files, profile, config, choice, out))
     card["parity"] = check_parity(files, test, test_accuracy, profile, out)
     notes += card["parity"]["warnings"]
     files = write_card(export_dir, card)
@@ -343,7 +343,7 @@ def select_model(
                            model=model)
 
 
-def _shipped_latency(files: dict[str, str], profile: Any, config: CampaignConfig, choice: Choice, out: Output) -> dict[str, Any]:
+def shipped_latency(files: dict[str, str], profile: Any, config: CampaignConfig, choice: Choice, out: Output) -> dict[str, Any]:
     """The card's latency: the exported files themselves, timed on this host when the profile is this machine.
 
     Otherwise the search's figure, labelled as it was obtained (e.g. estimated for a device that could not
@@ -408,7 +408,7 @@ def check_parity(files: dict[str, str], split: Any, torch_accuracy: float, profi
             "artefacts": artefacts, "disagreeing": disagreeing, "warnings": warnings_}
 
 
-def _test_split(config: CampaignConfig) -> Any:
+def held_out_split(config: CampaignConfig) -> Any:
     """The campaign task's held-out ``test`` split, tokenised like the others."""
     from nas.data.loaders import load_task
     from nas.data.tokenize import tokenize_task

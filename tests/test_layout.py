@@ -47,7 +47,6 @@ KNOWN_OFFENDERS: dict[str, int] = {
     "nas/search/objective.py::train_candidate": 85,
     "nas/select.py::select_model": 113,  # grew 2026-12-07 (tuning, parity)
     "nas/select.py": 432,  # grew with parity/tuned export (finalize merge, 2026-12-07): split it next
-    "nas/search/finalize.py::finalize_front": 62,  # new, 2 lines over: split next
     "nas/supernet/train.py::train_supernet": 69,
     "nas/tracking.py": 404,
     "nas/train.py::distil": 100,

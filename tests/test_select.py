@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -124,10 +125,10 @@ def selection(small_campaign, tmp_path_factory):
 
 def _dev_sentences(campaign, n=100):
     from nas.search.campaign import load_study
-    from nas.select import _test_split
+    from nas.select import held_out_split
 
     _, config = load_study(campaign)
-    test = _test_split(config)
+    test = held_out_split(config)
     return test.input_ids[:n], test.attention_mask[:n]
 
 
@@ -189,7 +190,12 @@ def test_exports_give_the_students_predictions(selection):
 
     session = ort.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
     onnx_logits = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-    np.testing.assert_allclose(onnx_logits, expected, atol=1e-4)
+    compute = json.loads(Path(result.files["selection"]).read_text())["onnx"]["compute"]
+    if "int8" in compute:  # weights exact, activations quantized per call (DynamicQuantizeLinear): ~1e-2 logits
+        np.testing.assert_allclose(onnx_logits, expected, atol=0.1)
+        assert (onnx_logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.97
+    else:
+        np.testing.assert_allclose(onnx_logits, expected, atol=1e-4)
 
     vm = load_tvm(result.files["tvm"])
     tvm_logits = np.concatenate([vm["main"](*(_tvm(x[None]) for x in (i, m))).numpy() for i, m in zip(ids, mask)])

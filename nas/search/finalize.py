@@ -101,24 +101,17 @@ def finalize_front(campaign_dir: str | Path, *, tune_trials: int, out: Output | 
     if not local:
         out.info("final front: no profile is measured on this machine; every latency stays as the search labelled it")
         return result
-    pending = []
-    for trial in front_trials(study, config):
-        record = stored_final(study, trial.number)
-        if record and all(_good_enough(record.get(p.name), tune_trials) for p in local):
-            result.skipped.append(trial.number)
-            result.records[trial.number] = record
-        else:
-            pending.append(trial)
+    pending = _not_yet_measured(study, front_trials(study, config), local, tune_trials, result)
     if not pending:
         result.seconds = time.perf_counter() - started
         return result
     out.info(f"final front: timing the shipped builds of {len(pending)} Pareto trial(s) on "
              f"{', '.join(p.name for p in local)} (tuned TVM library, ONNX file on ONNX Runtime)")
-    students = {t.number: _shipped_student(_candidate(t), config.max_seq_len) for t in pending}
+    students = {t.number: shipped_student(_candidate(t), config.max_seq_len) for t in pending}
     for profile in local:
         settings = TuningSettings(trials_per_task=tune_trials, trials_per_iter=min(32, tune_trials),
                                   max_new_tasks=max_new_tasks, cache_dir=cache_dir)
-        report = _tune_front(list(students.values()), profile, config.max_seq_len, settings, out)
+        report = tune_front(list(students.values()), profile, config.max_seq_len, settings, out)
         result.tuning = report.to_dict() if report is not None else None
         for trial in pending:
             record = dict(stored_final(study, trial.number) or {})
@@ -131,6 +124,20 @@ def finalize_front(campaign_dir: str | Path, *, tune_trials: int, out: Output | 
     result.measured = [t.number for t in pending]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _not_yet_measured(study: optuna.Study, trials: list, local: list[HardwareProfile], tune_trials: int,
+                      result: FinalizeResult) -> list:
+    """The front trials still to measure; the others' stored records go into ``result`` as skipped."""
+    pending = []
+    for trial in trials:
+        record = stored_final(study, trial.number)
+        if record and all(_good_enough(record.get(p.name), tune_trials) for p in local):
+            result.skipped.append(trial.number)
+            result.records[trial.number] = record
+        else:
+            pending.append(trial)
+    return pending
 
 
 def _good_enough(record: dict[str, Any] | None, tune_trials: int) -> bool:
@@ -146,7 +153,7 @@ def _candidate(trial: Any) -> Candidate:
     return Candidate.from_dict(trial.user_attrs["candidate"])
 
 
-def _shipped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
+def shipped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
     """The candidate's student at its pruned shapes, with its recipe's quantization applied (weights random).
 
     Timing needs the shapes (structured pruning) and what the runtimes compute in (the ONNX exporter turns
@@ -170,7 +177,7 @@ def _shipped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _tune_front(models: list, profile: HardwareProfile, seq_len: int, settings: TuningSettings, out: Output) -> Any:
+def tune_front(models: list, profile: HardwareProfile, seq_len: int, settings: TuningSettings, out: Output) -> Any:
     """One MetaSchedule run over the distinct workloads of all ``models`` that the shared database lacks."""
     import torch
 
@@ -192,7 +199,7 @@ def measure_shipped(model: torch.nn.Module, candidate: Candidate, profile: Hardw
                     tuning: TuningSettings, repeats: int, number: int) -> dict[str, Any]:
     """Export ``model`` as it ships (TVM library from the database, ONNX file) and time both on this host.
 
-    The TVM build tunes nothing new (``max_new_tasks=0``): :func:`_tune_front` did that for the whole front,
+    The TVM build tunes nothing new (``max_new_tasks=0``): :func:`tune_front` did that for the whole front,
     and a second MetaSchedule run in one process is fragile (see tests/test_tvm_export.py).
     """
     import dataclasses
