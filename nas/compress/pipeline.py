@@ -1,9 +1,10 @@
 """Apply a whole :class:`~nas.compress.recipe.CompressionRecipe` to a trained model.
 
-:func:`compress_model` runs ``recipe.steps()``, registered :mod:`nas.compress.steps`, in the order a deployment would: prune (one-shot, or gradually on a
-cubic schedule with recovery fine-tuning between steps), quantize the weights (post-training, or
-quantization-aware fine-tuning with straight-through fake quantization and then conversion), calibrate and
-fake-quantize the activations, and account the stored bytes. Fine-tuning is the caller's: it passes
+:func:`compress_model` runs ``recipe.steps()`` (registered in :mod:`nas.compress.steps`) in the order a
+deployment would: prune (one-shot, or gradually on a cubic schedule with recovery fine-tuning between
+steps), quantize the weights (post-training, or quantization-aware fine-tuning with straight-through fake
+quantization and then conversion), calibrate and fake-quantize the activations; then it accounts the stored
+bytes. Fine-tuning is the caller's: it passes
 ``recover(model, steps, masks)``, which trains ``model`` in place for ``steps`` optimiser steps and keeps the
 masked weights at zero (``nas.train.distil(..., masks=masks)`` does exactly that). This module knows nothing
 of Optuna, Ray or MLflow.
@@ -139,6 +140,12 @@ def compress_model(
         start = time.perf_counter()
         step.apply(run, **params)
         timings[f"{step.stage}_s"] = timings.get(f"{step.stage}_s", 0.0) + time.perf_counter() - start
+    return _outcome(model, recipe, run, total_before, timings)
+
+
+def _outcome(model: nn.Module, recipe: CompressionRecipe, run: CompressionRun, total_before: int,
+             timings: dict[str, float]) -> CompressionOutcome:
+    """What the steps did (from ``run``) and what the result costs to store."""
     size, is_sparse = _stored_size(model, recipe, run.masks)
     bits = recipe.weight_bits_spec()
     kept = sum(int(run.masks[n].sum()) if n in run.masks else w.numel() for n, w in prunable_weights(model).items())
