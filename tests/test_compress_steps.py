@@ -15,7 +15,7 @@ from torch import nn
 
 from nas.compress import pipeline
 from nas.compress.quantize import dequantize, quantize_tensor
-from nas.compress.recipe import PRUNE_METHODS, PRUNE_SCHEDULES, PRUNE_STRUCTURES, CompressionRecipe, StepConfig
+from nas.compress.recipe import PRUNE_METHODS, PRUNE_SCHEDULES, PRUNE_STRUCTURES, QUANT_SCHEMES, CompressionRecipe, StepConfig
 from nas.compress.schemes import SCHEMES
 from nas.compress.size import stored_size_bytes
 from nas.compress.steps import STEPS, CompressionStep
@@ -120,9 +120,9 @@ def test_every_scheme_codes_restores_and_sizes_a_tensor(name):
     assert size.total_bytes == math.ceil(240 * bits / 8) + scheme.param_bytes(bits, 6)
 
 
-def test_scheme_codes_in_keys_are_distinct_and_unknown_schemes_list_the_valid_ones():
-    codes = [entry.code for _, entry in SCHEMES.items()]
-    assert len(set(codes)) == len(codes)
+def test_recipes_accept_exactly_the_registered_schemes_and_unknown_ones_list_the_valid_ones():
+    assert sorted(QUANT_SCHEMES) == SCHEMES.names()  # recipe.py lists them: exported HF folders copy it without lightnas
+    assert len({name[:4] for name in SCHEMES.names()}) == len(SCHEMES)  # recipe keys abbreviate schemes to 4 letters
     assert {name for name, entry in SCHEMES.items() if entry.nonlinear} == {"log", "kmeans"}
     with pytest.raises(NasUserError, match="choose one of asymmetric, kmeans, log, symmetric"):
         quantize_tensor(torch.ones(2, 2), 4, scheme="ternary")

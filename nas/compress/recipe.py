@@ -11,12 +11,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from nas.compress.schemes import SCHEMES
-
 PRUNE_METHODS = ("magnitude", "taylor")
 PRUNE_STRUCTURES = ("unstructured", "heads", "neurons", "heads+neurons")
 _STRUCTURE_CODES = {"unstructured": "u", "heads": "h", "neurons": "n", "heads+neurons": "hn"}  # distinct in keys
 PRUNE_SCHEDULES = ("oneshot", "gradual")
+# The names of nas.compress.schemes.SCHEMES, which owns each scheme's behaviour. Listed here, not imported, because
+# this module is copied into exported Hugging Face folders, which must load without lightnas (nas.artefacts.hf_folder);
+# tests/test_compress_steps.py fails when the two disagree.
+QUANT_SCHEMES = ("asymmetric", "symmetric", "log", "kmeans")
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 2..8 integer codes, 16 = float16, 32 = not quantized
 INT_BITS = tuple(b for b in VALID_BITS if b <= 8)
 
@@ -61,7 +63,7 @@ class CompressionRecipe:
         _check_choice("prune_method", self.prune_method, PRUNE_METHODS)
         _check_choice("prune_structure", self.prune_structure, PRUNE_STRUCTURES)
         _check_choice("prune_schedule", self.prune_schedule, PRUNE_SCHEDULES)
-        _check_choice("quant_scheme", self.quant_scheme, tuple(SCHEMES.names()))
+        _check_choice("quant_scheme", self.quant_scheme, QUANT_SCHEMES)
         if not 0.0 <= self.prune_rate < 1.0:
             raise ValueError(f"prune_rate must be in [0, 1), got {self.prune_rate=}")
         for name in ("weight_bits", "act_bits"):
@@ -87,7 +89,7 @@ class CompressionRecipe:
         emb = self.weight_bits if self.embedding_bits is None else self.embedding_bits
         return (
             f"p{_rate_text(self.prune_rate)}{self.prune_method[0]}{_STRUCTURE_CODES[self.prune_structure]}"
-            f"{self.prune_schedule[0]}-w{self.weight_bits}e{emb}a{self.act_bits}-{SCHEMES.get(self.quant_scheme).code}"
+            f"{self.prune_schedule[0]}-w{self.weight_bits}e{emb}a{self.act_bits}-{self.quant_scheme[:4]}"
             f"{'-qat' + str(self.qat_steps) if self.qat_steps else ''}"
         )
 

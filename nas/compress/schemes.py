@@ -4,7 +4,8 @@ Everything that differs between ``asymmetric``, ``symmetric``, ``log`` and ``kme
 :class:`QuantScheme` subclass here, registered in :data:`SCHEMES`; :mod:`nas.compress.quantize`,
 :mod:`nas.compress.size` and :class:`~nas.compress.recipe.CompressionRecipe` look a scheme up instead of
 branching on its name. To add a scheme, subclass :class:`QuantScheme` below and decorate it with
-``@SCHEMES.register("name")``. ``float16`` is not a scheme but a cast (``bits=16`` under any scheme), so it
+``@_register``, and add its name to :data:`nas.compress.recipe.QUANT_SCHEMES` (a test checks they agree; recipe
+keys abbreviate a scheme to its first 4 letters, which must stay distinct). ``float16`` is not a scheme but a cast (``bits=16`` under any scheme), so it
 has no entry.
 
 This module imports no torch at import time (a recipe validates its scheme without it); the tensor methods
@@ -30,14 +31,12 @@ class QuantScheme:
 
     Attributes:
         name: The registered name (``CompressionRecipe.quant_scheme``).
-        code: Its abbreviation in ``CompressionRecipe.key``; distinct between schemes.
         nonlinear: True when the levels are not an affine grid ``scale · q (+ offset)`` (log, codebook), so
             integer GEMM kernels cannot consume the codes.
         group_params: fp32 numbers stored per scale group (a scale, and an offset for asymmetric codes).
     """
 
     name: str = ""
-    code: str = ""
     nonlinear: bool = False
     group_params: int = 1
 
@@ -95,7 +94,7 @@ def _register(cls: type[QuantScheme]) -> type[QuantScheme]:
 class Asymmetric(QuantScheme):
     """The seed's ``round((x − xmin) / (xmax − xmin) · (2^b − 1))``: a scale and an offset per group."""
 
-    name, code, group_params = "asymmetric", "asym", 2
+    name, group_params = "asymmetric", 2
 
     def quantize(self, x, bits, *, axis, iters=20):
         return _quantize().linear_quantize(x, bits, symmetric=False, axis=axis)
@@ -108,7 +107,7 @@ class Asymmetric(QuantScheme):
 class Symmetric(QuantScheme):
     """``round(x / s)`` in the restricted signed range, ``s = max|x| / (2^(b−1) − 1)``: zero is exact, no offset."""
 
-    name, code = "symmetric", "symm"
+    name = "symmetric"
 
     def quantize(self, x, bits, *, axis, iters=20):
         return _quantize().linear_quantize(x, bits, symmetric=True, axis=axis)
@@ -125,7 +124,7 @@ class Symmetric(QuantScheme):
 class Log(QuantScheme):
     """Power-of-two levels with a sign bit (multiplying is a shift); one unit per group."""
 
-    name, code, nonlinear = "log", "log", True
+    name, nonlinear = "log", True
 
     def quantize(self, x, bits, *, axis, iters=20):
         return _quantize().log_quantize(x, bits, axis=axis)
@@ -145,7 +144,7 @@ class Log(QuantScheme):
 class KMeans(QuantScheme):
     """A per-tensor codebook of ``2^b`` fp32 centroids (per-channel settings do not apply)."""
 
-    name, code, nonlinear = "kmeans", "kmea", True
+    name, nonlinear = "kmeans", True
 
     def param_bytes(self, bits, n_groups):
         return 2**bits * FP32_BYTES
