@@ -488,6 +488,19 @@ def _check_indices(to_remove: Mapping[int, Sequence[int]], counts: list[int], wh
     return cleaned
 
 
+def _units_to_remove(model: nn.Module, explicit: Mapping[int, Sequence[int]] | None, what: str, counts: list[int],
+                     groups: list, rate: float | None, importance: str, scope: str, batches: Iterable[Any] | None,
+                     loss_fn: LossFn | None) -> dict[int, list[int]]:
+    """The checked ``{block: [unit]}`` to remove: ``explicit``, or the least important ``rate`` share of ``groups``
+    (``(consumer, producers, unit size)`` per block, :func:`_group_scores`); heads and neurons differ only there."""
+    if rate is not None:
+        rate = check_rate(rate)
+        if scope not in STRUCTURED_SCOPES:
+            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
+        explicit = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
+    return _check_indices(explicit, counts, what)
+
+
 def _keep_index(n_groups: int, removed: Sequence[int], size: int, device: torch.device) -> torch.Tensor:
     """Flat indices of the rows/columns that survive when ``removed`` groups of ``size`` are dropped."""
     dropped = set(removed)
@@ -531,16 +544,8 @@ def prune_heads_(
     _check_structured_choice(heads_to_remove, rate, "heads_to_remove")
     blocks = attention_blocks(model, head_size)
     counts = [block.n_heads for block in blocks]
-    if rate is not None:
-        rate = check_rate(rate)
-        if scope not in STRUCTURED_SCOPES:
-            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
-        groups = [
-            (b.module.output.dense, [b.module.self.query, b.module.self.key, b.module.self.value], b.head_size)
-            for b in blocks
-        ]
-        heads_to_remove = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
-    removed = _check_indices(heads_to_remove, counts, "heads_to_remove")
+    groups = [(b.module.output.dense, [b.module.self.query, b.module.self.key, b.module.self.value], b.head_size) for b in blocks]
+    removed = _units_to_remove(model, heads_to_remove, "heads_to_remove", counts, groups, rate, importance, scope, batches, loss_fn)
     for index, block in enumerate(blocks):
         heads = removed.get(index, [])
         if not heads:
@@ -589,16 +594,10 @@ def prune_ffn_neurons_(
     _check_structured_choice(neurons_to_remove, rate, "neurons_to_remove")
     blocks = [module for _, module in ffn_blocks(model)]
     counts = [block.intermediate.dense.out_features for block in blocks]
-    if rate is not None:
-        rate = check_rate(rate)
-        if scope not in STRUCTURED_SCOPES:
-            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
-        groups = [(b.output.dense, [b.intermediate.dense], 1) for b in blocks]
-        neurons_to_remove = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
-    removed = _check_indices(neurons_to_remove, counts, "neurons_to_remove")
+    groups = [(b.output.dense, [b.intermediate.dense], 1) for b in blocks]
+    removed = _units_to_remove(model, neurons_to_remove, "neurons_to_remove", counts, groups, rate, importance, scope, batches, loss_fn)
     for index, block in enumerate(blocks):
-        neurons = removed.get(index, [])
-        if neurons:
+        if neurons := removed.get(index, []):
             keep = _keep_index(counts[index], neurons, 1, block.intermediate.dense.weight.device)
             block.intermediate.dense = _shrunk_linear(block.intermediate.dense, keep, dim=0)
             block.output.dense = _shrunk_linear(block.output.dense, keep, dim=1)
