@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.candidate import Architecture, BlockSpec, Candidate
-from nas.models.blocks import list_blocks
+from nas.candidate import Architecture, Candidate
+from nas.models.blocks import example_spec, list_blocks
 from nas.models.student import StudentForSequenceClassification, build_student, teacher_layer_for
 from nas.train import TrainSettings, distil
 
 TINY = Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128)
-ONE_OF_EACH = {
-    "transformer": BlockSpec("transformer", heads=2, ffn_size=64),
-    "conv": BlockSpec("conv", kernel_size=3, ffn_size=64),
-    "bottleneck": BlockSpec("bottleneck", intra_size=16, heads=2, ffn_size=32, n_ffn=2, use_layernorm=False),
-}
+ONE_OF_EACH = {name: example_spec(name) for name in list_blocks()}  # every registered block type
 
 
 @pytest.fixture(autouse=True, scope="module")
