@@ -176,6 +176,7 @@ class Block(nn.Module):
         ``ffn_size`` as measured on its modules): by default, every measured value that is a setting."""
         return {**settings, **{k: v for k, v in shape.items() if k in cls.fields}}
 
+
 # ---------------------------------------------------------------------------------------------- parts
 
 
