@@ -145,3 +145,6 @@ def test_neuron_pruned_student_of_every_block_type_survives_save_and_reload(tmp_
     model.save_pretrained(tmp_path)
     again = StudentForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(again(ids, mask), model.eval()(ids, mask))
+    # the architecture itself (candidate key, formulas) tells the pruned widths, through the block's pruned_settings
+    per_layer = [max(m.intermediate.dense.out_features for n, m in ffn_blocks(model) if f"layer.{i}." in n + ".") for i in range(2)]
+    assert [b.ffn_size for b in again.config.arch.layers] == per_layer
