@@ -219,8 +219,8 @@ def _layer_shapes(model: nn.Module) -> dict[int, dict[str, int]]:
 def _update_config(model: nn.Module) -> None:
     """Make ``model.config`` describe the pruned shapes, so the model can be rebuilt and exported from it.
 
-    A lightnas student's ``config.architecture`` (the truth it is built from) gets each pruned transformer
-    layer's ``heads``, ``head_size`` and ``ffn_size``. The Hugging Face summary fields
+    A lightnas student's ``config.architecture`` (the truth it is built from) gets each pruned layer's
+    shape, as its block type's ``pruned_settings`` maps it (a transformer's heads, head_size and ffn_size). The Hugging Face summary fields
     ``num_attention_heads``, ``attention_head_size`` and ``intermediate_size`` are set when all layers
     agree, and the per-layer shapes are also stored as ``pruned_layer_shapes``.
     """
@@ -236,12 +236,9 @@ def _update_config(model: nn.Module) -> None:
         if len(values) == 1:
             setattr(config, config_name, values.pop())
     architecture = getattr(config, "architecture", None)
-    if isinstance(architecture, dict) and isinstance(architecture.get("layers"), list):
+    blocks = getattr(getattr(getattr(model, "bert", None), "encoder", None), "layer", None)
+    if isinstance(architecture, dict) and isinstance(architecture.get("layers"), list) and blocks is not None:
         layers = architecture["layers"]
         for layer, shape in shapes.items():
-            if layer >= len(layers):
-                continue
-            if layers[layer].get("type") == "transformer":
-                layers[layer].update(shape)  # heads, head_size (no longer hidden // heads) and ffn_size
-            elif "ffn_size" in shape and "ffn_size" in layers[layer]:  # conv, bottleneck: their FFN only
-                layers[layer]["ffn_size"] = shape["ffn_size"]
+            if layer < len(layers) and hasattr(blocks[layer], "pruned_settings"):  # the block type says what changed
+                layers[layer] = blocks[layer].pruned_settings(layers[layer], shape)

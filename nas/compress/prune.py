@@ -573,10 +573,9 @@ def prune_ffn_neurons_(
     batches: Iterable[Any] | None = None,
     loss_fn: LossFn | None = None,
 ) -> dict[int, list[int]]:
-    """Remove FFN neurons: rows of ``intermediate.dense`` and columns of the block's ``output.dense``.
-
-    Each removed neuron in a layer of width ``H`` takes ``2·H + 1`` parameters (a row and its bias, a
-    column). Parameters are replaced, so build optimisers and masks after this call.
+    """Remove FFN neurons: rows of ``intermediate.dense``, columns of ``output.dense`` (and, through the
+    block's ``keep_ffn_units_(keep)`` when it has one, any other per-neuron tensor). Parameters are
+    replaced, so build optimisers and masks after this call.
 
     Args:
         model: A BERT-protocol model (see the module docstring), pruned in place.
@@ -601,4 +600,5 @@ def prune_ffn_neurons_(
             keep = _keep_index(counts[index], neurons, 1, block.intermediate.dense.weight.device)
             block.intermediate.dense = _shrunk_linear(block.intermediate.dense, keep, dim=0)
             block.output.dense = _shrunk_linear(block.output.dense, keep, dim=1)
+            getattr(block, "keep_ffn_units_", lambda keep: None)(keep)  # other per-neuron tensors (a depthwise conv)
     return {index: removed.get(index, []) for index in range(len(blocks))}
