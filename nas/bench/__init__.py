@@ -152,38 +152,48 @@ def run_bench(
     from nas.hardware.profiles import load_profile
 
     start = time.perf_counter()
-    if seq_len is None:
-        seq_len = default_seq_len(model_path)
+    seq_len = default_seq_len(model_path) if seq_len is None else seq_len
     _check_options(profile_names, seq_len, batch, quantize, tune_trials, repeats)
     profiles = [load_profile(name) for name in profile_names]  # an unknown name fails here, before loading
-    weight_bits = QUANTIZE_BITS[quantize]
     settings = _settings(seq_len, repeats, tune_trials)
     on_host = any(p.backend.measures_host for p in profiles)
     with _progress(out) as progress:
-        task = progress.add_task("loading the model", total=2 + 2 * len(profiles) + on_host) if progress else None
-
-        def next_step(description: str) -> None:  # the previous step is done; say what runs now
-            if progress:
-                progress.update(task, advance=1, description=description)
-
-        loaded = load_model(model_path, seq_len=seq_len, batch=batch, weight_bits=weight_bits,
+        next_step = _stepper(progress, "loading the model", total=2 + 2 * len(profiles) + on_host)
+        loaded = load_model(model_path, seq_len=seq_len, batch=batch, weight_bits=QUANTIZE_BITS[quantize],
                             on_import=lambda: next_step("importing into TVM and fusing the graph"))
-        weight_bits = loaded.weight_bits or weight_bits  # a campaign trial comes at its own bit-width
+        weight_bits = loaded.weight_bits or QUANTIZE_BITS[quantize]  # a campaign trial comes at its own bit-width
         profile_results = [_bench_profile(loaded, p, settings, weight_bits, next_step) for p in profiles]
         reference = {}
         if on_host:
             next_step("host: timing torch eager and ONNX Runtime")
             reference = _reference(loaded, profiles, settings, weight_bits)
         next_step("done")
+    result = _result(str(model_path), loaded, seq_len, batch, weight_bits, profile_results, reference)
+    result.notes, result.wall_s = _notes(loaded, profile_results, tune_trials), time.perf_counter() - start
+    return _log(result, tracking_uri)
+
+
+def _result(model: str, loaded: LoadedModel, seq_len: int, batch: int, weight_bits: int,
+            profiles: list[ProfileBench], reference: dict[str, LatencyResult]) -> BenchResult:
+    """The figures: size from loading, FLOPs from the fused graph, peak memory at batch 1, and each profile's."""
     graph = loaded.prepared.graph
-    result = BenchResult(
-        model=str(model_path), kind=loaded.kind, architecture=loaded.architecture, seq_len=seq_len, batch=batch,
+    return BenchResult(
+        model=model, kind=loaded.kind, architecture=loaded.architecture, seq_len=seq_len, batch=batch,
         weight_bits=weight_bits, num_params=loaded.num_params, stored_size_bytes=loaded.stored_size_bytes,
         flops=graph.flops, matmul_flops=sum(op.flops for op in graph.ops if op.category in ("matmul", "attention_matmul")),
-        peak_activation_bytes=loaded.prepared_batch1.graph.peak_activation_bytes, profiles=profile_results,
-        reference=reference, notes=_notes(loaded, profile_results, tune_trials), wall_s=time.perf_counter() - start,
+        peak_activation_bytes=loaded.prepared_batch1.graph.peak_activation_bytes, profiles=profiles, reference=reference,
     )
-    return _log(result, tracking_uri)
+
+
+def _stepper(progress: Any, description: str, total: int):
+    """A ``next_step(description)`` that marks the previous step done and says what runs now (no-op without a bar)."""
+    task = progress.add_task(description, total=total) if progress else None
+
+    def next_step(description: str) -> None:
+        if progress:
+            progress.update(task, advance=1, description=description)
+
+    return next_step
 
 
 def _settings(seq_len: int, repeats: int, tune_trials: int) -> LatencySettings:
