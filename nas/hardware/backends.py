@@ -191,7 +191,8 @@ class Estimate(LatencyBackend):
         )
 
 
-LATENCY_BACKENDS.register("local")(LowBitAccounting(HostLock(LocalTVM())))
+LOCAL_TVM = LocalTVM()  # this process's local backend: its tuners keep the campaign's running tuning totals
+LATENCY_BACKENDS.register("local")(LowBitAccounting(HostLock(LOCAL_TVM)))
 LATENCY_BACKENDS.register("rpc")(EstimateFallback(LowBitAccounting(RemoteTVM()), fallback=Estimate()))
 LATENCY_BACKENDS.register("estimate")(Estimate())
 
@@ -292,3 +293,8 @@ def measure_reference(
 def default_threads() -> int:
     """CPUs this process may run on (respects affinity masks and cgroups' cpusets)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def tuning_summary() -> dict[str, Any]:
+    """Tuning time and hit rate this process has accumulated (per tuner settings), for campaign reports."""
+    return {str(k): t.total.to_dict() for k, t in LOCAL_TVM.tuners.items()}
