@@ -164,7 +164,7 @@ def shipped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
     import torch
 
     from nas.compress.pipeline import compress_model
-    from nas.pretune import shaped_student
+    from nas.hardware.workloads import shaped_student
 
     model = shaped_student(candidate, seq_len)
     recipe = candidate.compression
