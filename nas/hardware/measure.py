@@ -342,7 +342,6 @@ def write_onnx(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
     return Path(path)
 
 
-_export_onnx = write_onnx  # the old name, still imported by benchmarks/compression.py and predictor_accuracy.py
 
 
 def check_counts(repeats: int, number: int, warmup: int) -> None:
