@@ -31,8 +31,6 @@ KNOWN_OFFENDERS: dict[str, int] = {
     "nas/compress/prune.py": 604,
     "nas/compress/quantize.py": 746,
     "nas/export.py::export_tvm": 62,
-    "nas/models/teacher.py": 418,
-    "nas/models/teacher.py::_build_cache": 61,
     "nas/search/objective.py::evaluate_candidate": 65,
     "nas/search/objective.py::evaluate_inherited": 64,
     "nas/search/objective.py::train_candidate": 85,
