@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nas.hardware.profiles import load_profile
-from nas.hardware.tuning import MetaScheduleTuner, TuningSettings, database_dir
+from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
+from nas.hardware.tuning_db import database_dir
 from nas.search.objective import LatencySettings
 
 
@@ -111,18 +112,19 @@ def test_a_workload_with_nothing_to_tune_is_not_a_fallback(tmp_path):
     from nas.hardware.profiles import resolve_target
     import tvm
 
-    from nas.hardware.tuning import _target_dict, _task_flops, _workload_key, prepare_for_tuning
+    from nas.hardware.tuning import prepare_for_tuning
+    from nas.hardware.tuning_db import target_dict, task_flops, workload_key
 
     host = load_profile("host")
     target = tvm.target.Target(resolve_target(host))
     mod, _ = import_model(Gather().eval(), _ids())
     tasks = ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target)
-    gathers = [t for t in tasks if _task_flops(t) == 0.0 and "take" in t.task_name]
+    gathers = [t for t in tasks if task_flops(t) == 0.0 and "take" in t.task_name]
     assert gathers, [t.task_name for t in tasks]
     settings = TuningSettings(max_new_tasks=0, cache_dir=str(tmp_path))
-    folder = database_dir(_target_dict(target), settings)
+    folder = database_dir(target_dict(target), settings)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "untunable.json").write_text(f'["{_workload_key(gathers[0])}"]')
+    (folder / "untunable.json").write_text(f'["{workload_key(gathers[0])}"]')
 
     tuner = MetaScheduleTuner(settings)
     with pytest.warns(RuntimeWarning, match="have no tuned schedule"):  # the matmul: max_new_tasks=0 skips it
@@ -186,18 +188,19 @@ def test_meta_schedule_loggers_survive_a_handler_without_a_name(tmp_path):
 
     from nas.hardware.compile import import_model
     from nas.hardware.profiles import resolve_target
-    from nas.hardware.tuning import MS_LOGGER, _tune_contexts, prepare_for_tuning
+    from nas.hardware.tuning import prepare_for_tuning
+    from nas.hardware.tuning_run import MS_LOGGER, tune_contexts
 
     target = tvm.target.Target(resolve_target(load_profile("host")))
     mod, _ = import_model(Tiny().eval(), _inputs())
     tasks = list(ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target))
-    assert _tune_contexts(tasks, target, str(tmp_path / "first"))  # a first tuning run's loggers
+    assert tune_contexts(tasks, target, str(tmp_path / "first"))  # a first tuning run's loggers
     logger = logging.getLogger(MS_LOGGER)
     stranger = logging.StreamHandler(io.StringIO())  # no name, like pytest's LogCaptureHandler or a user's own handler
     logger.addHandler(stranger)
     try:
         assert stranger.get_name() is None and logger.propagate is False
-        assert len(_tune_contexts(tasks, target, str(tmp_path / "second"))) == len(tasks)
+        assert len(tune_contexts(tasks, target, str(tmp_path / "second"))) == len(tasks)
         assert stranger in logger.handlers  # put back afterwards
         import sys
 
@@ -217,7 +220,8 @@ def test_two_tunings_in_one_process_both_tune(tmp_path):
 
     from nas.hardware.compile import import_model
     from nas.hardware.profiles import resolve_target
-    from nas.hardware.tuning import MS_LOGGER, tune_workloads
+    from nas.hardware.tuning import tune_workloads
+    from nas.hardware.tuning_run import MS_LOGGER
 
     target = tvm.target.Target(resolve_target(load_profile("host")))
     stranger = logging.StreamHandler(io.StringIO())  # unnamed, and it really emits (as pytest's handler does)

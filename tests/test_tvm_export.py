@@ -34,7 +34,7 @@ def _median_ms(vm, ids, mask, runs=30):
 
 # slow: ~4 min here, nearly all of it MetaSchedule's builder and runner start-up (each imports TVM). It runs in one
 # process with the other tuning tests (the "second tuning fails" bug was TVM's logger set-up meeting pytest's
-# unnamed log-capture handlers, fixed in nas.hardware.tuning._unnamed_handlers_set_aside).
+# unnamed log-capture handlers, fixed in nas.hardware.tuning_run._unnamed_handlers_set_aside).
 @pytest.mark.slow
 def test_tuned_library_is_faster_than_the_untuned_one_and_says_so(tmp_path, monkeypatch):
     import tvm

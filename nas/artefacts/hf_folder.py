@@ -129,7 +129,7 @@ def stored_copy(model: torch.nn.Module, recipe: CompressionRecipe
                 ) -> tuple[torch.nn.Module, dict[str, dict[str, Any]], dict[str, str]]:
     """A copy of ``model`` whose quantized weights are :mod:`nas.models.stored` modules holding their codes.
 
-    The codes are the ONNX exporter's (:func:`nas.artefacts.onnx_lowbit.derive_codes`, re-derived from the
+    The codes are the ONNX exporter's (:func:`nas.artefacts.lowbit_codes.derive_codes`, re-derived from the
     fake-quantized weight per output channel). A weight is stored only if the stored module's float32
     weight is within the exporter's tolerance (1e-6 of the tensor's max |w|) of the original; log and
     k-means codebooks, and asymmetric weights whose pruned zeros lie off the grid, stay float32.
@@ -140,13 +140,14 @@ def stored_copy(model: torch.nn.Module, recipe: CompressionRecipe
     """
     import torch
 
-    from nas.artefacts.onnx_lowbit import _TOLERANCE, _quantized_modules, derive_codes
+    from nas.artefacts.lowbit_codes import TOLERANCE, derive_codes, quantized_modules
+    from nas.compress.schemes import scheme_of
     from nas.models.stored import KINDS, stored_like
 
     out = copy.deepcopy(model)
     modules = dict(out.named_modules())
     specs, kept = {}, {}
-    for name, (weight, bits, _) in _quantized_modules(model, recipe).items():
+    for name, (weight, bits, _) in quantized_modules(model, recipe).items():
         codes = derive_codes(weight, bits, recipe.quant_scheme)
         if isinstance(codes, str):
             kept[name] = codes
@@ -155,12 +156,12 @@ def stored_copy(model: torch.nn.Module, recipe: CompressionRecipe
             kept[name] = f"{codes.kind} codebooks are not stored as codes in the Hugging Face folder (the ONNX file does)"
             continue
         spec = {"kind": "float16"} if codes.kind == "float16" else {
-            "kind": "linear", "bits": bits, "zero_point": 2 ** (bits - 1) - 1 if recipe.quant_scheme == "symmetric" else 0}
+            "kind": "linear", "bits": bits, "zero_point": 0 if scheme_of(recipe.quant_scheme).group_params > 1 else 2 ** (bits - 1) - 1}
         stored = stored_like(modules[name], spec)
         _fill_codes(stored, codes, spec, getattr(modules[name], "bias", None))
         target = torch.from_numpy(weight)
         error = float((stored.weight - target).abs().max())
-        if error > _TOLERANCE * max(1.0, float(target.abs().max())):
+        if error > TOLERANCE * max(1.0, float(target.abs().max())):
             kept[name] = f"its stored codes reproduce it only to {error:.2e} (pruned zeros off the asymmetric grid)"
             continue
         out.set_submodule(name, stored)
@@ -170,10 +171,10 @@ def stored_copy(model: torch.nn.Module, recipe: CompressionRecipe
 
 
 def _fill_codes(module: torch.nn.Module, codes: Any, spec: dict[str, Any], bias: torch.Tensor | None) -> None:
-    """Copy an ``onnx_lowbit._Codes`` (row orientation) and the bias into an empty stored module."""
+    """Copy a :class:`~nas.artefacts.lowbit_codes.Codes` (row orientation) and the bias into an empty stored module."""
     import torch
 
-    from nas.artefacts.onnx_lowbit import _pack_rows
+    from nas.artefacts.lowbit_codes import pack_rows
     from nas.models.stored import pack_width
 
     stored = module.stored
@@ -184,7 +185,7 @@ def _fill_codes(module: torch.nn.Module, codes: Any, spec: dict[str, Any], bias:
             stored.codes.copy_(torch.from_numpy(codes.c))
             return
         width = pack_width(spec["bits"])
-        stored.codes.copy_(torch.from_numpy(codes.c if width == 8 else _pack_rows(codes.c, width)))
+        stored.codes.copy_(torch.from_numpy(codes.c if width == 8 else pack_rows(codes.c, width)))
         stored.scale.copy_(torch.from_numpy(codes.s)[:, None])
         # derive_codes writes value = c·s + m; stored is (c − zero_point)·s + offset, so offset = m + zero_point·s
         # (summed in float64: exactly 0 for symmetric codes, whose m is −zero_point·s)

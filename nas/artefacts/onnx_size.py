@@ -8,7 +8,7 @@ profile ship, :func:`nas.export.export_shipped_onnx` (``export_lowbit_onnx``; fp
 
 * **initializer bytes, exactly**, route by route as the rewriter stores them (uint8/int8 codes, MatMulNBits
   blocks, uint4 indices, per-channel scales, zero points and remainders, fp16, fp32 kept); codes are
-  re-derived with the rewriter's own :func:`~nas.artefacts.onnx_lowbit.derive_codes`, so a weight whose codes
+  re-derived with the rewriter's own :func:`~nas.artefacts.lowbit_codes.derive_codes`, so a weight whose codes
   would not reproduce it counts as fp32, as in the file; fp32 tensors with equal values count once (the
   exporter's optimiser merges identical initializers); position tables count the ``seq_len`` rows the
   exporter keeps; a trimmed vocabulary's ``token_map`` counts as int64;
@@ -50,6 +50,8 @@ GRAPH_BYTES: dict[str, dict[str, int]] = {
 def matmul_route(recipe: CompressionRecipe) -> str:
     """The family of the file's encoder matmuls: ``fp32`` (export_onnx file), ``int8``/``nbits`` (linear
     codes, ``-r`` when asymmetric remainders are added), ``codebook``, ``fp16`` or ``lowbit-fp32``."""
+    from nas.compress.schemes import scheme_of
+
     emb_bits = recipe.embedding_bits if recipe.embedding_bits is not None else recipe.weight_bits
     if recipe.weight_bits >= 32 and emb_bits >= 32:
         return "fp32"
@@ -58,10 +60,11 @@ def matmul_route(recipe: CompressionRecipe) -> str:
         return "lowbit-fp32"
     if bits == 16:
         return "fp16"
-    if recipe.quant_scheme in ("log", "kmeans"):
+    scheme = scheme_of(recipe.quant_scheme)
+    if scheme.nonlinear:
         return "codebook"
     route = "int8" if bits >= 5 else "nbits"
-    return route + ("-r" if recipe.quant_scheme == "asymmetric" else "")
+    return route + ("-r" if scheme.group_params > 1 else "")  # an offset per group: remainders off the integer grid
 
 
 def _consumers(model: torch.nn.Module, seq_len: int) -> dict[str, int]:
@@ -114,7 +117,7 @@ def _codes_bytes(codes: Any, rows: np.ndarray, as_matmul: bool) -> int:
 
 
 def _has_remainder(codes: Any) -> bool:
-    from nas.artefacts.onnx_lowbit import _TOLERANCE
+    from nas.artefacts.lowbit_codes import TOLERANCE
 
     s, m = codes.s.astype(np.float64), codes.m.astype(np.float64)
     if codes.bits >= 5:
@@ -125,16 +128,16 @@ def _has_remainder(codes: Any) -> bool:
         bits = 2 if codes.bits == 2 else 4
         zp = np.clip(np.round(-m / np.where(s > 0, s, 1.0)), 0, 2**bits - 1)
     remainder = (m + zp * s).astype(np.float32)
-    return bool(np.any(np.abs(remainder) > _TOLERANCE * max(1e-30, float(np.abs(s).max()))))
+    return bool(np.any(np.abs(remainder) > TOLERANCE * max(1e-30, float(np.abs(s).max()))))
 
 
 def initializer_bytes(model: torch.nn.Module, recipe: CompressionRecipe, seq_len: int) -> int:
     """Bytes of the shipped file's initializers (weights, codes, scales, tables), exactly as the rewriter
     stores them; fp32 everywhere for an fp32 recipe."""
-    from nas.artefacts.onnx_lowbit import _quantized_modules, derive_codes
+    from nas.artefacts.lowbit_codes import derive_codes, quantized_modules
 
     lowbit = matmul_route(recipe) != "fp32"
-    quantized = _quantized_modules(model, recipe) if lowbit else {}
+    quantized = quantized_modules(model, recipe) if lowbit else {}
     ranks = _consumers(model, seq_len)
     seen: set[tuple] = set()
     total = 0

@@ -252,12 +252,7 @@ def build_relax(
     target = target or tvm_target(profile)
     timings_s = dict(timings_s or {})
     start = time.perf_counter() if start is None else start
-    report = None
-    if tuning is not None:
-        t = time.perf_counter()
-        mod = tuning(mod, target)
-        timings_s["tune_s"] = time.perf_counter() - t
-        report = getattr(tuning, "last_report", None)  # a MetaScheduleTuner says what it could schedule
+    mod, report = _scheduled(mod, target, tuning, timings_s)
 
     t = time.perf_counter()
     with quiet_native_stderr():
@@ -285,6 +280,17 @@ def build_relax(
         timings_s=timings_s,
         tuning=report.to_dict() if report is not None else None,
     )
+
+
+def _scheduled(mod: tvm.IRModule, target: tvm.target.Target, tuning: TuningHook | None,
+               timings_s: dict[str, float]) -> tuple[tvm.IRModule, Any]:
+    """``mod`` as ``tuning`` schedules it (timed as ``timings_s["tune_s"]``), and the report the hook keeps, if any."""
+    if tuning is None:
+        return mod, None
+    t = time.perf_counter()
+    mod = tuning(mod, target)
+    timings_s["tune_s"] = time.perf_counter() - t
+    return mod, getattr(tuning, "last_report", None)  # a MetaScheduleTuner says what it could schedule
 
 
 def _import_relax(exported: Any, from_exported_program: Callable, model_name: str) -> tvm.IRModule:

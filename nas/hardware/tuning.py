@@ -13,16 +13,13 @@ unscheduled (TVM's default loops) and reported by name: the :class:`TuningReport
 
 Cost on this machine (shared/STACK.md): every builder and runner worker imports TVM, which takes tens of
 seconds, so both get 300 s timeouts, and a whole small BERT took 389–1116 s from an empty database.
+
+The database itself (folders, lock, records, the untunable list) is :mod:`nas.hardware.tuning_db`; running
+MetaSchedule in-process (workers, loggers) is :mod:`nas.hardware.tuning_run`. This module decides what to tune.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable
@@ -30,12 +27,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas.hardware.tuning_db import (
+    database_dir,
+    db_lock,
+    has_record,
+    read_untunable,
+    target_dict,
+    task_flops,
+    workload_key,
+    write_untunable,
+)
+
 if TYPE_CHECKING:
     import tvm
-
-# Worker start-up (import tvm) takes 29–68 s here, beyond MetaSchedule's 30 s default (shared/STACK.md).
-WORKER_TIMEOUT_S = 300.0
-
 
 @dataclass(frozen=True)
 class TuningSettings:
@@ -111,41 +115,6 @@ class TuningReport:
         self.tune_s += other.tune_s
         self.database = other.database or self.database
 
-
-def cache_root(settings: TuningSettings | None = None) -> Path:
-    """Root folder of all tuning databases."""
-    if settings is not None and settings.cache_dir:
-        return Path(settings.cache_dir)
-    base = os.environ.get("LIGHTNAS_CACHE") or str(Path.home() / ".cache" / "lightnas")
-    return Path(base) / "tuning"
-
-
-def database_dir(target: dict[str, Any], settings: TuningSettings | None = None) -> Path:
-    """The database folder of a resolved target dict, e.g. ``.../tuning/llvm-znver4-2c-1a2b3c4d``.
-
-    The key holds everything that changes generated code (kind, triple, mcpu, attributes, cores): schedules
-    tuned for 2 threads or without AVX-512 are not reused for another configuration.
-    """
-    canonical = json.dumps(target, sort_keys=True)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
-    readable = "-".join(str(target.get(k)) for k in ("kind", "mtriple", "mcpu") if target.get(k))
-    cores = target.get("num-cores")
-    name = f"{readable}-{cores}c-{digest}" if cores else f"{readable}-{digest}"
-    return cache_root(settings) / name.replace("/", "_")
-
-
-@contextlib.contextmanager
-def _db_lock(folder: Path):
-    """One tuner per database at a time (parallel trials would tune the same workload twice)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def prepare_for_tuning(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """Legalize and fuse a Relax module the way MetaSchedule's tasks are keyed (TVM's static-shape pipeline)."""
     import tvm
@@ -181,8 +150,8 @@ def tune_and_apply(
     from tvm.s_tir import meta_schedule as ms
 
     fused = prepare_for_tuning(mod, target)
-    folder = database_dir(_target_dict(target), settings)
-    with _db_lock(folder):
+    folder = database_dir(target_dict(target), settings)
+    with db_lock(folder):
         report, database = _tune_missing(_distinct(ms.relax_integration.extract_tasks(fused, target)), target, settings, folder)
         with target, database:
             scheduled = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
@@ -222,8 +191,8 @@ def tune_workloads(
     from tvm.s_tir import meta_schedule as ms
 
     distinct = _distinct(task for mod in mods for task in ms.relax_integration.extract_tasks(prepare_for_tuning(mod, target), target))
-    folder = database_dir(_target_dict(target), settings)
-    with _db_lock(folder):  # taken after extraction: importing many modules takes minutes
+    folder = database_dir(target_dict(target), settings)
+    with db_lock(folder):  # taken after extraction: importing many modules takes minutes
         report, _ = _tune_missing(distinct, target, settings, folder, trials_global=trials_global, interruptible=True)
     return report
 
@@ -233,7 +202,7 @@ def _distinct(tasks: Iterable[Any]) -> tuple[dict[str, Any], dict[str, float]]:
     unique: dict[str, Any] = {}
     weights: dict[str, float] = {}
     for task in tasks:
-        key = _workload_key(task)
+        key = workload_key(task)
         unique.setdefault(key, task)
         weights[key] = weights.get(key, 0.0) + float(task.weight)
     return unique, weights
@@ -252,18 +221,20 @@ def _tune_missing(
     unique, weights = distinct
     report = TuningReport(database=str(folder), n_tasks=len(unique))
     database = ms.database.JSONDatabase(work_dir=str(folder))
-    missing = {k: t for k, t in unique.items() if not _has_record(database, t, target)}
+    missing = {k: t for k, t in unique.items() if not has_record(database, t, target)}
     report.hits = report.n_tasks - len(missing)
-    untunable = _read_untunable(folder)
-    chosen = sorted((k for k in missing if k not in untunable), key=lambda k: _task_flops(missing[k]), reverse=True)
+    untunable = read_untunable(folder)
+    chosen = sorted((k for k in missing if k not in untunable), key=lambda k: task_flops(missing[k]), reverse=True)
     if settings.max_new_tasks is not None:
         chosen = chosen[: settings.max_new_tasks]
     completed = False
     if chosen:
+        from nas.hardware.tuning_run import run_tuning
+
         start = time.perf_counter()
         try:
-            _tune([missing[k] for k in chosen], target, database, settings,
-                  weights=[weights[k] for k in chosen], max_trials_global=trials_global)
+            run_tuning([missing[k] for k in chosen], target, database, settings,
+                       weights=[weights[k] for k in chosen], max_trials_global=trials_global)
             completed = True
         except KeyboardInterrupt:
             if not interruptible:
@@ -273,13 +244,13 @@ def _tune_missing(
             warnings.warn(f"MetaSchedule tuning failed ({type(exc).__name__}: {exc}); "
                           f"the workloads it was tuning stay untuned.", RuntimeWarning, stacklevel=3)
         report.tune_s = time.perf_counter() - start
-    still = [k for k in missing if not _has_record(database, missing[k], target)]
+    still = [k for k in missing if not has_record(database, missing[k], target)]
     report.tuned = len(missing) - len(still)
     # A workload without arithmetic that a completed tuning run could not schedule has no design space
     # (MetaSchedule logs "Total trials: 0"); every later build would ask again, so it is set apart.
     tried = set(chosen) if completed else set()
-    untunable |= {k for k in still if k in tried and _task_flops(missing[k]) == 0.0}
-    _write_untunable(folder, untunable)
+    untunable |= {k for k in still if k in tried and task_flops(missing[k]) == 0.0}
+    write_untunable(folder, untunable)
     report.untunable = sorted(missing[k].task_name for k in still if k in untunable)
     report.fallback = sorted(missing[k].task_name for k in still if k not in untunable)
     return report, database
@@ -308,166 +279,3 @@ class MetaScheduleTuner:
         self.last_report = report
         self.total.merge(report)
         return scheduled
-
-
-def _tune(tasks: list, target: tvm.target.Target, database: Any, settings: TuningSettings,
-          weights: list[float], max_trials_global: int | None = None) -> None:
-    from tvm.s_tir import meta_schedule as ms
-
-    with tempfile.TemporaryDirectory(prefix="lightnas-ms-") as work_dir:
-        contexts = _tune_contexts(tasks, target, work_dir)
-        if not contexts:
-            return
-        builder = _kept_pool_builder()
-        try:
-            ms.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=work_dir,
-                max_trials_global=max_trials_global or settings.trials_per_task * len(contexts),
-                max_trials_per_task=settings.trials_per_task,
-                num_trials_per_iter=min(settings.trials_per_iter, settings.trials_per_task),
-                builder=builder,
-                runner=ms.runner.LocalRunner(timeout_sec=WORKER_TIMEOUT_S),
-                database=database,
-            )
-        finally:
-            builder.close()
-
-
-MS_LOGGER = "tvm.s_tir.meta_schedule"
-
-
-def _tune_contexts(tasks: list, target: tvm.target.Target, work_dir: str) -> list:
-    """MetaSchedule's tune contexts for ``tasks``, with its loggers set up under :func:`_unnamed_handlers_set_aside`."""
-    from tvm.s_tir import meta_schedule as ms
-
-    with _unnamed_handlers_set_aside():
-        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, work_dir, num_threads=int(target.attrs.get("num-cores", 1))
-        )
-    _console_to_stderr()
-    return contexts
-
-
-def _console_to_stderr() -> None:
-    """MetaSchedule logs its progress to stdout; lightnas keeps stdout for results (``nas tune``, ``nas calibrate``)."""
-    import logging
-    import sys
-
-    for handler in logging.getLogger(MS_LOGGER).handlers:
-        if handler.get_name() == f"{MS_LOGGER}.console" and isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
-
-
-@contextlib.contextmanager
-def _unnamed_handlers_set_aside():
-    """Take handlers without a name off MetaSchedule's logger while it (re)configures its loggers; put them back after.
-
-    Every tuning run calls TVM's ``create_loggers``, which rebuilds a ``logging.config.dictConfig`` from the
-    *names* of the handlers already on the ``tvm.s_tir.meta_schedule`` logger and calls ``.format`` on each.
-    After the first run that logger is non-propagating, and pytest's log capture (which attaches an unnamed
-    ``LogCaptureHandler`` to every non-propagating logger at each test phase) or any user logging setup adds
-    a handler whose name is ``None``: the next run then died with "'NoneType' object has no attribute
-    'format'" before tuning anything (every workload fell back to default loops). This was the "second
-    tuning in one process fails" bug, not the kept builder pool.
-    """
-    import logging
-
-    logger = logging.getLogger(MS_LOGGER)
-    unnamed = [h for h in logger.handlers if h.get_name() is None]
-    for handler in unnamed:
-        logger.removeHandler(handler)
-    try:
-        yield
-    finally:
-        for handler in unnamed:
-            logger.addHandler(handler)
-
-
-def _kept_pool_builder(restart_every: int = 50):
-    """MetaSchedule's LocalBuilder, but keeping its worker process from one batch to the next.
-
-    TVM's LocalBuilder starts a new worker for every batch of candidates (to dodge a slow memory leak), and
-    that worker's ``import tvm`` takes ~20 s here: in a pre-tune of 150 workloads that start-up, not
-    building, was most of the time (1 kernel built in 20 s). This builder keeps one worker and restarts it
-    every ``restart_every`` batches instead; a worker that hangs is still killed after ``WORKER_TIMEOUT_S``.
-    Written by hand because TVM offers no option for it; the build and export functions are TVM's own.
-    """
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder import local_builder
-    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
-
-    @derived_object
-    class KeptPoolBuilder(PyBuilder):
-        def __init__(self) -> None:
-            super().__init__()
-            self.pool = None
-            self.batches = 0
-
-        def build(self, build_inputs: list) -> list:
-            if self.pool is None or self.batches >= restart_every:
-                if self.pool is not None:
-                    self.pool.shutdown()
-                self.pool = PopenPoolExecutor(max_workers=1, timeout=WORKER_TIMEOUT_S)
-                self.batches = 0
-            self.batches += 1
-            work = [(None, None, b.mod, b.target, local_builder._serialize_params(b.params)) for b in build_inputs]
-            results = []
-            for outcome in self.pool.map_with_error_catching(lambda x: local_builder._worker_func(*x), work):
-                if outcome.status == StatusKind.COMPLETE:
-                    results.append(BuilderResult(outcome.value, None))
-                elif outcome.status == StatusKind.TIMEOUT:
-                    results.append(BuilderResult(None, f"LocalBuilder: Timeout, killed after {WORKER_TIMEOUT_S} seconds"))
-                else:
-                    results.append(BuilderResult(None, f"LocalBuilder: An exception occurred\n{outcome.value}"))
-            return results
-
-        def close(self) -> None:
-            if self.pool is not None:
-                self.pool.shutdown()
-                self.pool = None
-
-    return KeptPoolBuilder()
-
-
-def _has_record(database: Any, task: Any, target: tvm.target.Target) -> bool:
-    mod = task.dispatched[0]
-    return database.has_workload(mod) and bool(database.query_tuning_record(mod, target, task.task_name))
-
-
-def _workload_key(task: Any) -> str:
-    """A workload's identity across builds and processes: the structural hash of its TIR (as MetaSchedule keys it)."""
-    import tvm_ffi
-
-    return str(tvm_ffi.structural_hash(task.dispatched[0]))
-
-
-def _read_untunable(folder: Path) -> set[str]:
-    path = folder / "untunable.json"
-    return set(json.loads(path.read_text())) if path.is_file() else set()
-
-
-def _write_untunable(folder: Path, keys: set[str]) -> None:
-    """Remember workloads with no design space, so later builds do not start MetaSchedule for them again."""
-    if keys and keys != _read_untunable(folder):
-        (folder / "untunable.json").write_text(json.dumps(sorted(keys)) + "\n")
-
-
-def _task_flops(task: Any) -> float:
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    try:
-        return float(estimate_tir_flops(task.dispatched[0]))
-    except Exception:  # estimate_tir_flops refuses some loop nests; order them last
-        return 0.0
-
-
-def _target_dict(target: tvm.target.Target) -> dict[str, Any]:
-    data = {"kind": target.kind.name}
-    for key in ("mtriple", "mcpu", "mattr", "num-cores"):
-        value = target.attrs.get(key)
-        if value is not None and value != "":
-            data[key] = [str(v) for v in value] if key == "mattr" else (int(value) if key == "num-cores" else str(value))
-    return data

@@ -57,7 +57,7 @@ class StoredWeight(nn.Module):
         if self.kind == "float16":
             return codes.float()
         width = pack_width(self.bits)
-        if width < 8:  # lowest bits first, as nas.artefacts.onnx_lowbit._pack_rows writes them
+        if width < 8:  # lowest bits first, as nas.artefacts.lowbit_codes.pack_rows writes them
             shifts = torch.arange(0, 8, width, dtype=torch.uint8, device=codes.device)
             codes = ((codes[..., None] >> shifts) & (2**width - 1)).flatten(-2)[..., : self.cols]
         scale = self.scale if index is None else self.scale[index]

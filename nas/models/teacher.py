@@ -8,7 +8,8 @@ stores the model (``save_pretrained``, safetensors) and its logits (safetensors,
 ``cache_dir/teacher-<fingerprint>/``. The fingerprint covers the token tensors (hence the task, the
 tokenizer and the sequence length), the teacher's weights and the settings, so a second call with the
 same inputs loads in about a second instead of training. The folder is written under a temporary name and
-renamed into place, so a crash mid-write never leaves a half-written cache.
+renamed into place, so a crash mid-write never leaves a half-written cache. The training loop and the
+logits pass are :mod:`nas.models.teacher_train`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -283,7 +284,6 @@ def _build_cache(
 
     The temp folder is made first, so an unwritable cache fails in a second rather than after training.
     """
-    import torch
     from safetensors.torch import save_file
 
     try:
@@ -291,18 +291,8 @@ def _build_cache(
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{model_dir.name}-", dir=model_dir.parent))
     except OSError as exc:
         raise NasUserError(f"{model_dir.parent}: cannot write the teacher cache ({exc.strerror}); set LIGHTNAS_CACHE to a writable folder.") from None
-    previous_threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-        with torch.random.fork_rng(devices=[]):  # seed for the head and dropout without touching the caller's RNG
-            torch.manual_seed(settings.seed)
-            n_classes = int(max(int(t.labels.max()) for t in task_tensors.values())) + 1
-            model = load_teacher(max(2, n_classes), source)
-            start = time.perf_counter()
-            _fine_tune(model, task_tensors["train"], settings, progress)
-            train_time_s = time.perf_counter() - start
-            logits = {name: _predict(model, split) for name, split in task_tensors.items()}  # (N, C) each
-        torch.set_num_threads(previous_threads)
+        model, logits, train_time_s = _train_and_score(task_tensors, settings, source, progress)
         accuracy = {name: (logits[name].argmax(-1) == split.labels).float().mean().item() for name, split in task_tensors.items()}
 
         tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only; the cache is ordinary user data
@@ -320,99 +310,47 @@ def _build_cache(
             "rows": {name: len(split) for name, split in task_tensors.items()},
         }
         (tmp_dir / _META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks the folder complete
-        if (model_dir / _META_FILE).is_file():
-            return  # another process finished the same teacher meanwhile; its folder is equivalent, keep it
-        if model_dir.exists():  # a foreign folder without the marker (warned about by the caller)
-            shutil.rmtree(model_dir)
-        try:
-            os.rename(tmp_dir, model_dir)
-        except OSError:
-            if not (model_dir / _META_FILE).is_file():  # lost a rename race to an equivalent folder: fine
-                raise
+        _move_into_place(tmp_dir, model_dir)
     finally:
-        torch.set_num_threads(previous_threads)
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _fine_tune(model: torch.nn.Module, train: TokenizedSplit, settings: TeacherSettings, progress: bool) -> None:
-    """Cross-entropy fine-tuning with AdamW and BERT's linear warmup then linear decay, in place."""
+def _train_and_score(
+    task_tensors: dict[str, TokenizedSplit], settings: TeacherSettings, source: Path, progress: bool
+) -> tuple[BertForSequenceClassification, dict[str, torch.Tensor], float]:
+    """The fine-tuned teacher, its float32 logits ``(N, C)`` per split and the fine-tune's wall seconds.
+
+    Runs on ``settings.threads`` torch threads and its own seed, and restores the caller's thread count and
+    RNG state afterwards.
+    """
     import torch
 
-    steps = settings.steps_for(len(train))
-    warmup = max(1, int(settings.warmup_ratio * steps))
-    params = dict(model.named_parameters())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": settings.weight_decay},
-            {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0},  # biases, LayerNorm
-        ],
-        lr=settings.lr,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: (step + 1) / warmup if step < warmup else max(0.0, (steps - step) / max(1, steps - warmup))
-    )
-    generator = torch.Generator().manual_seed(settings.seed)
-    order, cursor = torch.randperm(len(train), generator=generator), 0
-    model.train()
-    with _progress_bar(progress, steps) as advance:
-        for _ in range(steps):
-            # Walk a shuffled permutation so every row is seen once per epoch; reshuffle at its end.
-            if cursor + settings.batch_size > len(order):
-                order, cursor = torch.randperm(len(train), generator=generator), 0
-            idx = order[cursor : cursor + settings.batch_size]
-            cursor += settings.batch_size
-            input_ids, attention_mask = _trim(train.input_ids[idx], train.attention_mask[idx])  # (B, T), T ≤ L
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=train.labels[idx]).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"teacher loss became {loss_value}; lower teacher.lr (now {settings.lr})")
-            advance(loss_value)
-    model.eval()
+    from nas.models.teacher_train import fine_tune, predict_logits
+
+    previous_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        with torch.random.fork_rng(devices=[]):  # seed for the head and dropout without touching the caller's RNG
+            torch.manual_seed(settings.seed)
+            n_classes = int(max(int(t.labels.max()) for t in task_tensors.values())) + 1
+            model = load_teacher(max(2, n_classes), source)
+            start = time.perf_counter()
+            fine_tune(model, task_tensors["train"], settings, progress)
+            train_time_s = time.perf_counter() - start
+            logits = {name: predict_logits(model, split) for name, split in task_tensors.items()}  # (N, C) each
+    finally:
+        torch.set_num_threads(previous_threads)
+    return model, logits, train_time_s
 
 
-def _predict(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> torch.Tensor:
-    """float32 logits ``(N, C)`` in row order; batches are formed by length so little padding is computed."""
-    import torch
-
-    lengths = split.attention_mask.sum(-1)  # (N,)
-    by_length = torch.argsort(lengths, stable=True)
-    chunks = []
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(split), batch_size):
-            idx = by_length[start : start + batch_size]
-            input_ids, attention_mask = _trim(split.input_ids[idx], split.attention_mask[idx])
-            chunks.append(model(input_ids=input_ids, attention_mask=attention_mask).logits.float())
-    logits = torch.empty(len(split), chunks[0].shape[-1])
-    logits[by_length] = torch.cat(chunks)  # back to row order
-    return logits
-
-
-def _trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns no row of the batch uses: sample sentences fill ~11 of 64 tokens, so this is
-    ~5x less compute, and masked positions never change a BERT's output."""
-    used = int(attention_mask.sum(-1).max())
-    return input_ids[:, :used], attention_mask[:, :used]
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total_steps: int) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``advance(loss)``. Disabled: a no-op."""
-    if not enabled:
-        yield lambda loss: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("teacher fine-tune"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task_id = bar.add_task("teacher", total=total_steps, loss="-")
-        yield lambda loss: bar.update(task_id, advance=1, loss=f"{loss:.3f}")
+def _move_into_place(tmp_dir: Path, model_dir: Path) -> None:
+    """Rename the complete ``tmp_dir`` to ``model_dir``, unless an equivalent teacher got there first."""
+    if (model_dir / _META_FILE).is_file():
+        return  # another process finished the same teacher meanwhile; its folder is equivalent, keep it
+    if model_dir.exists():  # a foreign folder without the marker (warned about by the caller)
+        shutil.rmtree(model_dir)
+    try:
+        os.rename(tmp_dir, model_dir)
+    except OSError:
+        if not (model_dir / _META_FILE).is_file():  # lost a rename race to an equivalent folder: fine
+            raise
