@@ -132,7 +132,7 @@ def test_neuron_pruned_student_of_every_block_type_survives_save_and_reload(tmp_
     """Neuron pruning shrinks each FFN (a bottleneck's stacked FFNs to different widths in staged pruning);
     the saved config must describe those shapes, or from_pretrained rebuilds the unpruned widths."""
     from nas.compress.pipeline import compress_model
-    from nas.compress.prune import ffn_blocks
+    from nas.compress.structured import ffn_blocks
     from nas.compress.recipe import CompressionRecipe
 
     spec = ONE_OF_EACH[block_type]

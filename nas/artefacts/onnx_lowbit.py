@@ -4,7 +4,7 @@ A compressed student holds *fake-quantized* weights (fp32 values lying exactly o
 :func:`nas.export.export_onnx` writes an fp32 file at full size. :func:`export_lowbit_onnx` starts from that
 file and rewrites it with the ``onnx`` package: every weight initializer of a quantized ``nn.Linear`` or
 ``nn.Embedding`` is replaced by the campaign's own codes, re-derived with the project's quantizer
-(:func:`nas.compress.quantize.quantize_tensor`, per output channel) and checked to reproduce the torch weight
+(:func:`nas.compress.qtensor.quantize_tensor`, per output channel) and checked to reproduce the torch weight
 to 1e-6 (a weight that does not is kept fp32 and counted). Routes, by consumer, scheme and bits:
 
 - ``int8_matmul`` (linear schemes, 5–8 bits, MatMul weights): ``DynamicQuantizeLinear → MatMulInteger →
@@ -177,7 +177,7 @@ def derive_codes(rows: np.ndarray, bits: int, scheme: str) -> _Codes | str:
 def _linear_codes(w: torch.Tensor, bits: int, scheme: str, tol: float) -> _Codes | str:
     import torch
 
-    from nas.compress.quantize import quantize_tensor
+    from nas.compress.qtensor import quantize_tensor
 
     zero = w == 0
     # Pruned zeros may lie off the asymmetric grid: derive the grid from the kept values of each row.
@@ -199,7 +199,7 @@ def _linear_codes(w: torch.Tensor, bits: int, scheme: str, tol: float) -> _Codes
 def _log_codes(w: torch.Tensor, bits: int, tol: float) -> _Codes | str:
     import torch
 
-    from nas.compress.quantize import dequantize, quantize_tensor
+    from nas.compress.qtensor import dequantize, quantize_tensor
 
     qt = quantize_tensor(w, bits, scheme="log", per_channel=True)
     error = float((dequantize(qt) - w).abs().max())
@@ -216,7 +216,7 @@ def _log_codes(w: torch.Tensor, bits: int, tol: float) -> _Codes | str:
 def _kmeans_codes(w: torch.Tensor, bits: int, tol: float) -> _Codes | str:
     import torch
 
-    from nas.compress.quantize import dequantize, kmeans_quantize
+    from nas.compress.qtensor import dequantize, kmeans_quantize
 
     qt = kmeans_quantize(w, bits)
     if float((dequantize(qt) - w).abs().max()) <= tol:
