@@ -14,12 +14,7 @@ TINY = Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128)
 ONE_OF_EACH = {name: example_spec(name) for name in list_blocks()}  # every registered block type
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _inputs(batch=2, length=12):
