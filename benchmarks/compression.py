@@ -98,7 +98,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
     from nas.compress.recipe import CompressionRecipe
     from nas.compress.size import stored_size_bytes
     from nas.hardware.measure import write_onnx, onnxruntime_session
-    from nas.train import TrainSettings, distil
+    from nas.train import DistilLoss, TrainSettings, distil
 
     train, dev = data["train"], data["test"]
     example = EXAMPLE
@@ -111,7 +111,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
 
     def recover(model: nn.Module, steps: int, masks: dict[str, torch.Tensor]) -> None:
         # Distil from the teacher's logits with the masks held at zero (QAT: through the fake quantizers).
-        distil(model, train, teacher_logits, dataclasses.replace(fine_tune, steps=steps), alpha=0.5, temperature=2.0, masks=masks)
+        distil(model, train, teacher_logits, dataclasses.replace(fine_tune, steps=steps), loss=DistilLoss(alpha=0.5, temperature=2.0), masks=masks)
 
     rows: list[tuple[dict[str, Any], nn.Module | None, Path | None]] = []
 
@@ -232,7 +232,7 @@ def main() -> None:
     from nas.data.tokenize import tokenize_task
     from nas.models.student import build_student
     from nas.models.teacher import TeacherSettings, load_tokenizer, prepare_teacher
-    from nas.train import TrainSettings, distil
+    from nas.train import DistilLoss, TrainSettings, distil
 
     wall_start = time.perf_counter()
     threads = len(os.sched_getaffinity(0))
@@ -264,7 +264,7 @@ def main() -> None:
     teacher_state = load_file(teacher_art.model_dir / "model.safetensors")
     candidate = Candidate(n_layers=2, hidden_size=256, n_heads=4, ffn_size=1024)
     student = build_student(candidate, 2, teacher_state=teacher_state, teacher_layers=teacher.config.num_hidden_layers, max_positions=SEQ_LEN)
-    distil(student, data["train"], teacher_art.train_logits, TrainSettings(steps=args.student_steps, batch_size=32, lr=3e-4), alpha=0.5, temperature=2.0)
+    distil(student, data["train"], teacher_art.train_logits, TrainSettings(steps=args.student_steps, batch_size=32, lr=3e-4), loss=DistilLoss(alpha=0.5, temperature=2.0))
     print(f"student {candidate.key}: distilled {args.student_steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
 
     items = []

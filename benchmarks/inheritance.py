@@ -54,7 +54,7 @@ def main() -> None:
     from nas.models.student import build_student
     from nas.models.teacher import TeacherSettings, load_tokenizer, prepare_teacher
     from nas.search.objective import _teacher_state
-    from nas.train import TrainSettings, accuracy, distil
+    from nas.train import DistilLoss, TrainSettings, accuracy, distil
 
     wall_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def main() -> None:
             model = build_student(candidate, task.num_labels, teacher_state=teacher_state if inherit else None,
                                   teacher_layers=teacher_layers, teacher_heads=teacher_heads, max_positions=SEQ_LEN)
             start_acc = accuracy(model, data["test"])
-            losses = distil(model, data["train"], teacher.train_logits, settings, alpha=0.5, temperature=2.0)
+            losses = distil(model, data["train"], teacher.train_logits, settings, loss=DistilLoss(alpha=0.5, temperature=2.0))
             dev_acc = accuracy(model, data["test"])
             row = {
                 "student": name, "layers": layers, "hidden": hidden, "heads": heads, "ffn": ffn, "inherit": inherit,

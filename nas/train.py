@@ -9,7 +9,7 @@ wants to report progress passes ``on_step``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,21 +68,9 @@ def use_eager_attention(teacher: torch.nn.Module) -> torch.nn.Module:
     return teacher
 
 
-def distil(
-    model: torch.nn.Module,
-    train: TokenizedSplit,
-    teacher_logits: torch.Tensor | None,
-    settings: TrainSettings,
-    *,
-    alpha: float = 0.5,
-    temperature: float = 2.0,
-    masks: dict[str, torch.Tensor] | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-    teacher: torch.nn.Module | None = None,
-    hidden_weight: float = 0.0,
-    attention_weight: float = 0.0,
-) -> list[float]:
-    """Train ``model`` in place with ``L = α·L_hard + (1−α)·T²·KL(teacher ‖ student)`` plus feature terms.
+@dataclass(frozen=True)
+class DistilLoss:
+    """What the student learns to match: ``L = α·L_hard + (1−α)·T²·KL(teacher ‖ student)`` plus feature terms.
 
     The feature terms (TinyBERT) compare student layer ``i`` with teacher layer
     ``layer_mapping(n_s, n_t)[i]``: ``hidden_weight·MSE(W·h_s, h_t)`` through a learned projection ``W``
@@ -90,110 +78,147 @@ def distil(
     have attention (conv blocks have none).
 
     Args:
+        alpha: Weight of the hard-label term, in [0, 1].
+        temperature: Softmax temperature of the soft term; > 0.
+        hidden_weight: Weight of the hidden-state MSE; ≥ 0.
+        attention_weight: Weight of the attention-map KL; ≥ 0.
+    """
+
+    alpha: float = 0.5
+    temperature: float = 2.0
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+
+    @property
+    def uses_features(self) -> bool:
+        """Whether a feature term is weighted, so the teacher model itself must run on every batch."""
+        return self.hidden_weight > 0 or self.attention_weight > 0
+
+
+def distil(
+    model: torch.nn.Module,
+    train: TokenizedSplit,
+    teacher_logits: torch.Tensor | None,
+    settings: TrainSettings,
+    *,
+    loss: DistilLoss = DistilLoss(),
+    masks: dict[str, torch.Tensor] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    teacher: torch.nn.Module | None = None,
+) -> list[float]:
+    """Train ``model`` in place with the :class:`DistilLoss` ``loss`` for ``settings.steps`` steps.
+
+    Args:
         model: A student whose ``forward(input_ids, attention_mask)`` returns logits.
         train: Tokenised training split; row ``i`` matches ``teacher_logits[i]``.
         teacher_logits: ``(N, C)`` teacher logits on ``train``, or None to train on hard labels only.
         settings: Step budget and optimiser.
-        alpha: Weight of the hard-label term, in [0, 1].
-        temperature: Softmax temperature of the soft term; > 0.
+        loss: The loss terms and their weights.
         masks: Pruning masks by parameter name; pruned weights are held at zero after every step.
         on_step: Called with ``(step, loss)`` after each step.
         teacher: A Hugging Face BERT teacher (``output_hidden_states``/``output_attentions``); required
             when a feature weight is > 0, run in eval mode without gradients.
-        hidden_weight: Weight of the hidden-state MSE; ≥ 0.
-        attention_weight: Weight of the attention-map KL; ≥ 0.
 
     Returns:
         The loss of every step.
     """
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the split has {len(train)}")
-    use_features = hidden_weight > 0 or attention_weight > 0
-    if use_features and teacher is None:
-        raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (teacher=...)")
-    projection = None
-    if use_features:
-        use_eager_attention(teacher).eval()
-        mapping = layer_mapping(len(model.bert.encoder.layer), teacher.config.num_hidden_layers)
-        projection = hidden_projection(model.config.hidden_size, teacher.config.hidden_size) if hidden_weight > 0 else None
-    params = dict(model.named_parameters())
-    extra = list(projection.parameters()) if projection is not None else []
-    decay = [p for n, p in params.items() if p.dim() >= 2] + [p for p in extra if p.dim() >= 2]
-    no_decay = [p for n, p in params.items() if p.dim() < 2] + [p for p in extra if p.dim() < 2]  # biases, norms
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
-    generator = torch.Generator().manual_seed(settings.seed)
+    features = _FeatureTerms(model, teacher, loss) if loss.uses_features else None
+    optimizer = _optimizer(model, features.projection if features else None, settings)
     torch.manual_seed(settings.seed)  # dropout
-    order = torch.randperm(len(train), generator=generator)
-    cursor = 0
+    params = dict(model.named_parameters())
     losses: list[float] = []
     model.train()
-    for step in range(settings.steps):
-        # Walk a shuffled permutation so every example is seen once per epoch; reshuffle at the end.
-        if cursor + settings.batch_size > len(order):
-            order, cursor = torch.randperm(len(train), generator=generator), 0
-        idx = order[cursor : cursor + settings.batch_size]
-        cursor += settings.batch_size
-
+    for step, idx in zip(range(settings.steps), epoch_batches(len(train), settings.batch_size, settings.seed)):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, settings)
         input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
-        if use_features:
+        if features is not None:
             logits, hidden, attentions = model.forward_features(input_ids, attention_mask)
         else:
             logits = model(input_ids, attention_mask)
         if teacher_logits is None:
-            loss = torch.nn.functional.cross_entropy(logits, train.labels[idx])
+            value = torch.nn.functional.cross_entropy(logits, train.labels[idx])
         else:
-            loss = distillation_loss(logits, teacher_logits[idx], train.labels[idx], alpha, temperature)
-        if use_features:
-            loss = loss + _feature_loss(
-                teacher, input_ids, attention_mask, hidden, attentions, mapping, projection, hidden_weight, attention_weight
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        if masks:
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    params[name].mul_(mask)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
-        losses.append(loss_value)
+            value = distillation_loss(logits, teacher_logits[idx], train.labels[idx], loss.alpha, loss.temperature)
+        if features is not None:
+            value = value + features.loss(input_ids, attention_mask, hidden, attentions)
+        losses.append(_step(model, optimizer, value, settings, params, masks, step))
         if on_step is not None:
-            on_step(step, loss_value)
+            on_step(step, losses[-1])
     model.eval()
     return losses
 
 
-def _feature_loss(
-    teacher: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    hidden: list[torch.Tensor],
-    attentions: list[torch.Tensor | None],
-    mapping: list[int],
-    projection: torch.nn.Module | None,
-    hidden_weight: float,
-    attention_weight: float,
-) -> torch.Tensor:
-    """``hidden_weight·mean MSE + attention_weight·mean KL`` over mapped layer pairs."""
-    with torch.no_grad():
-        out = teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, output_attentions=True)
-    loss = hidden[-1].new_zeros(())
-    if hidden_weight > 0:
-        # hidden[0] is the embeddings output, so layer i is hidden[i + 1] in both lists.
-        terms = [hidden_state_loss(projection(hidden[i + 1]), out.hidden_states[t + 1], attention_mask=attention_mask)
-                 for i, t in enumerate(mapping)]
-        loss = loss + hidden_weight * torch.stack(terms).mean()
-    pairs = [(a, out.attentions[t]) for a, t in zip(attentions, mapping) if a is not None]
-    if attention_weight > 0 and pairs:
-        loss = loss + attention_weight * torch.stack([attention_loss(a_s, a_t) for a_s, a_t in pairs]).mean()
-    return loss
+def _optimizer(model: torch.nn.Module, projection: torch.nn.Module | None, settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW over the student (and the feature projection), with no weight decay on biases and norms."""
+    params = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]  # biases, norms
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+
+
+def epoch_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Row indices of each batch, forever: walk a shuffled permutation so every example is seen once per
+    epoch, reshuffling at the end. Seeded by ``seed`` alone (its own generator: the global RNG, which
+    dropout draws from, is untouched)."""
+    generator = torch.Generator().manual_seed(seed)
+    order, cursor = torch.randperm(n_rows, generator=generator), 0
+    while True:
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(n_rows, generator=generator), 0
+        yield order[cursor : cursor + batch_size]
+        cursor += batch_size
+
+
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, settings: TrainSettings,
+          params: dict[str, torch.nn.Parameter], masks: dict[str, torch.Tensor] | None, step: int) -> float:
+    """One optimiser step on ``loss`` (clipped), pruned weights put back to zero; returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    optimizer.step()
+    if masks:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
+    return value
+
+
+class _FeatureTerms:
+    """The TinyBERT terms of a :class:`DistilLoss`: the teacher, the student → teacher layer map and projection."""
+
+    def __init__(self, model: torch.nn.Module, teacher: torch.nn.Module | None, loss: DistilLoss) -> None:
+        if teacher is None:
+            raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (teacher=...)")
+        self.teacher, self.weights = use_eager_attention(teacher).eval(), loss
+        self.mapping = layer_mapping(len(model.bert.encoder.layer), teacher.config.num_hidden_layers)
+        self.projection = (hidden_projection(model.config.hidden_size, teacher.config.hidden_size)
+                           if loss.hidden_weight > 0 else None)
+
+    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: list[torch.Tensor],
+             attentions: list[torch.Tensor | None]) -> torch.Tensor:
+        """``hidden_weight·mean MSE + attention_weight·mean KL`` over mapped layer pairs."""
+        with torch.no_grad():
+            out = self.teacher(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                               output_attentions=True)
+        total, mapping = hidden[-1].new_zeros(()), self.mapping
+        if self.weights.hidden_weight > 0:
+            # hidden[0] is the embeddings output, so layer i is hidden[i + 1] in both lists.
+            terms = [hidden_state_loss(self.projection(hidden[i + 1]), out.hidden_states[t + 1], attention_mask=attention_mask)
+                     for i, t in enumerate(mapping)]
+            total = total + self.weights.hidden_weight * torch.stack(terms).mean()
+        pairs = [(a, out.attentions[t]) for a, t in zip(attentions, mapping) if a is not None]
+        if self.weights.attention_weight > 0 and pairs:
+            total = total + self.weights.attention_weight * torch.stack([attention_loss(a_s, a_t) for a_s, a_t in pairs]).mean()
+        return total
 
 
 @torch.inference_mode()

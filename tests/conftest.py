@@ -1,8 +1,11 @@
-"""Shared fixtures: a cache folder for fine-tuned teachers, and small, fast campaign settings."""
+"""Shared fixtures and helpers: a cache folder for fine-tuned teachers, small campaign settings, one torch
+thread, a tiny BERT and the ``nas`` CLI in a subprocess."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,52 @@ def small_campaign_dict(**overrides) -> dict:
         else:
             base[key] = value
     return base
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, then the previous count: tiny ops on shared cores only contend with more.
+
+    Use it module-wide with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_bert(*, layers: int = 1, hidden: int = 32, heads: int = 2, ffn: int = 64, vocab: int = 500,
+              max_positions: int = 64, attn_implementation: str | None = None, logits_only: bool = False):
+    """A small random Hugging Face BERT classifier (2 labels, seeded with 0), independent of the student builder.
+
+    It has the student's module names (the BERT layer protocol), so compression and latency code can be
+    checked against a model lightnas did not build. ``logits_only`` wraps it so that
+    ``forward(input_ids, attention_mask)`` returns the logits tensor, as a student's does.
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    class Logits(torch.nn.Module):
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
+
+    torch.manual_seed(0)
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=ffn, max_position_embeddings=max_positions, num_labels=2, **extra)
+    bert = BertForSequenceClassification(config)
+    return (Logits(bert) if logits_only else bert).eval()
+
+
+def run_nas(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m nas.cli *args`` in a subprocess, output captured as text (for what needs a real process)."""
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from nas.candidate import Architecture, BlockSpec, Candidate
-from nas.compress.prune import prune_ffn_neurons_
+from nas.compress.structured import prune_ffn_neurons_
 from nas.models.blocks import create_block
 from nas.models.student import build_student
 

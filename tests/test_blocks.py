@@ -23,12 +23,7 @@ ALL = [*SPECS.values(), *VARIANTS]
 HIDDEN, LENGTH = 32, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only contend
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_every_registered_block_declares_what_the_registry_needs():

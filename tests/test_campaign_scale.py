@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 from conftest import REPO, small_campaign_dict
+from conftest import run_nas as _nas
 
 from nas.config import CampaignConfig, FidelityConfig
 from nas.output import Output
@@ -26,10 +27,6 @@ from nas.search.schedule import non_dominated
 def _write_config(path: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump(small_campaign_dict(**overrides)))
     return path
-
-
-def _nas(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def _complete(folder: Path) -> dict[int, list[float]]:

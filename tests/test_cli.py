@@ -6,10 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-
-def _nas(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, timeout=120, **kwargs)
+from conftest import run_nas as _nas
 
 
 def test_help_lists_commands_without_importing_heavy_packages():

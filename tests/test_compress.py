@@ -41,7 +41,8 @@ from nas.compress import (
     torch_dynamic_int8,
     unpack_bits,
 )
-from nas.compress.prune import attention_blocks, ffn_blocks, prunable_weights
+from nas.compress.prune import prunable_weights
+from nas.compress.structured import attention_blocks, ffn_blocks
 from nas.errors import NasUserError
 
 HIDDEN, HEADS, FFN, LAYERS, VOCAB, SEQ = 32, 4, 64, 2, 60, 8

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_bert as shared_tiny_bert
 from torch import nn
 
 from nas.compress import QATLinear, dequantize, linear_quantize, pack_bits, unpack_bits
@@ -22,15 +23,9 @@ HEAD_SIZE = HIDDEN // HEADS
 
 
 def tiny_bert() -> nn.Module:
-    """A Hugging Face BERT with the student's module names, independent of the student builder."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=FFN, max_position_embeddings=32, num_labels=2, attn_implementation="eager",
-    )
-    return BertForSequenceClassification(config).eval()
+    """The shared tiny BERT (tests/conftest.py) at this module's sizes, eager attention."""
+    return shared_tiny_bert(layers=LAYERS, hidden=HIDDEN, heads=HEADS, ffn=FFN, vocab=VOCAB, max_positions=32,
+                            attn_implementation="eager")
 
 
 def make_batch(seed: int) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nas.compress import pipeline
-from nas.compress.quantize import dequantize, quantize_tensor
+from nas.compress.qtensor import dequantize, quantize_tensor
 from nas.compress.recipe import PRUNE_METHODS, PRUNE_SCHEDULES, PRUNE_STRUCTURES, QUANT_SCHEMES, CompressionRecipe, StepConfig
 from nas.compress.schemes import SCHEMES
 from nas.compress.size import stored_size_bytes

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import torch
+from conftest import tiny_bert as shared_tiny_bert
 
 from nas.hardware.graph import summarize_model
 from nas.hardware.memory import SRAM_RUNTIME_BYTES, check_feasibility
@@ -34,20 +35,8 @@ class TwoLinear(torch.nn.Module):
 
 
 def tiny_bert(layers: int = 1, hidden: int = 32, ffn: int = 64, vocab: int = 500) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                                intermediate_size=ffn, max_position_embeddings=64, num_labels=2)
-            self.bert = BertForSequenceClassification(config)
-
-        def forward(self, input_ids, attention_mask):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
-
-    torch.manual_seed(0)
-    return Logits().eval()
+    """The shared tiny BERT (tests/conftest.py), returning logits from ``(input_ids, attention_mask)``."""
+    return shared_tiny_bert(layers=layers, hidden=hidden, ffn=ffn, vocab=vocab, logits_only=True)
 
 
 def bert_inputs() -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,12 +14,7 @@ ARCH = Architecture(64, (BlockSpec("transformer", heads=2, ffn_size=128), BlockS
                     embedding_size=32, vocab_size=3000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ def test_sampled_students_are_distinct_and_get_their_pruned_shapes():
     assert len({c.key for c in chosen}) == 6
     pruned = next((c for c in chosen if c.compression.prune_structure in ("neurons", "heads+neurons") and c.compression.prune_rate > 0), None)
     if pruned is not None:
-        from nas.compress.prune import ffn_blocks
+        from nas.compress.structured import ffn_blocks
 
         model = shaped_student(pruned, seq_len=16)
         widths = [m.intermediate.dense.out_features for _, m in ffn_blocks(model)]

@@ -8,18 +8,13 @@ import torch
 from nas.candidate import Architecture, Candidate
 from nas.models.blocks import example_spec, list_blocks
 from nas.models.student import StudentForSequenceClassification, build_student, teacher_layer_for
-from nas.train import TrainSettings, distil
+from nas.train import DistilLoss, TrainSettings, distil
 
 TINY = Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128)
 ONE_OF_EACH = {name: example_spec(name) for name in list_blocks()}  # every registered block type
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _inputs(batch=2, length=12):
@@ -117,14 +112,14 @@ def test_feature_distillation_adds_hidden_and_attention_terms():
     def run(**weights):
         torch.manual_seed(0)
         model = build_student(Candidate(arch), num_labels=2, max_positions=32)
-        return distil(model, split, logits, settings, teacher=teacher, **weights)
+        return distil(model, split, logits, settings, teacher=teacher, loss=DistilLoss(**weights))
 
     plain = run()
     features = run(hidden_weight=1.0, attention_weight=1.0)
     assert features[0] > plain[0] + 1e-3  # the feature terms are in the loss
     assert sum(features[-5:]) < sum(features[:5])  # and training reduces it
     with pytest.raises(ValueError, match="teacher"):
-        distil(build_student(Candidate(arch), 2, max_positions=32), split, logits, settings, hidden_weight=1.0)
+        distil(build_student(Candidate(arch), 2, max_positions=32), split, logits, settings, loss=DistilLoss(hidden_weight=1.0))
 
 
 @pytest.mark.parametrize("block_type", list_blocks())
@@ -132,7 +127,7 @@ def test_neuron_pruned_student_of_every_block_type_survives_save_and_reload(tmp_
     """Neuron pruning shrinks each FFN (a bottleneck's stacked FFNs to different widths in staged pruning);
     the saved config must describe those shapes, or from_pretrained rebuilds the unpruned widths."""
     from nas.compress.pipeline import compress_model
-    from nas.compress.prune import ffn_blocks
+    from nas.compress.structured import ffn_blocks
     from nas.compress.recipe import CompressionRecipe
 
     spec = ONE_OF_EACH[block_type]

@@ -30,13 +30,9 @@ from nas.supernet import (
 VOCAB = 120
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these models are tiny, and on shared cores more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
 TINY = SupernetSpec(depths=(1, 2, 3), hidden_sizes=(16, 32), block_types=("transformer", "conv"), heads=(2, 4),
                     transformer_ffn=(32, 64), kernel_sizes=(3, 5), conv_ffn=(32, 64), vocab_size=VOCAB, max_positions=24)
 
@@ -135,12 +131,12 @@ def test_sandwich_training_reduces_the_loss_of_the_largest_and_smallest_subnets(
 # ---------------------------------------------------------------------------------------------- cache
 
 
-def _teacher_dir(tmp_path: Path) -> Path:
+def _teacher_dir(tmp_path: Path, vocab_size: int = VOCAB) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     folder = tmp_path / "teacher-abc"
-    BertForSequenceClassification(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    BertForSequenceClassification(BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                              intermediate_size=64, max_position_embeddings=24)).save_pretrained(folder)
     return folder
 
@@ -288,25 +284,47 @@ def test_campaign_scores_by_inheritance_and_promotes_its_pareto_set(tmp_path):
     assert accuracy(model, ctx.validation) == pytest.approx(inherited[0].user_attrs["metrics"]["accuracy"], abs=1e-6)
 
 
-def test_campaigns_that_differ_only_in_seed_share_one_supernet(monkeypatch):
-    """The supernet's cache key must not include the campaign's seed (it did, so every seed retrained it)."""
+SEED_SPACE = """\
+name: seedless-supernet
+architecture:
+  n_layers: {type: int, low: 1, high: 2}
+  hidden_size: {type: categorical, choices: [16, 32]}
+  per_layer: true
+  blocks:
+    type: {type: categorical, choices: [transformer, conv]}
+    transformer:
+      heads: {type: categorical, choices: [2, 4]}
+      ffn_size: {type: categorical, choices: [32, 64]}
+    conv:
+      kernel_size: {type: categorical, choices: [3, 5]}
+      ffn_size: {type: categorical, choices: [32, 64]}
+"""
+
+
+def test_campaigns_that_differ_only_in_seed_share_one_supernet(tmp_path, monkeypatch):
+    """The supernet's cache key must not include the campaign's seed (it did, so every seed retrained it):
+    two campaigns that differ only in seed get one cache folder, trained once (a 2-step supernet, ~seconds)."""
     from types import SimpleNamespace
 
-    import nas.supernet
+    import nas.supernet.cache
     from nas.config import CampaignConfig
     from nas.output import Output
     from nas.search.context import prepare_supernet_dir
 
-    seen = []
-
-    def fake_prepare(spec, *, settings, **_):
-        seen.append(settings)
-        return SimpleNamespace(path=Path("/nowhere"), from_cache=True, train_time_s=0.0)
-
-    monkeypatch.setattr(nas.supernet, "prepare_supernet", fake_prepare)
-    ctx = SimpleNamespace(num_labels=2, train=SimpleNamespace(input_ids=torch.zeros(1, 32, dtype=torch.long)),
-                          latency=SimpleNamespace(seq_len=32), threads=1, teacher_logits=None, teacher_dir="")
+    monkeypatch.setenv("LIGHTNAS_CACHE", str(tmp_path / "cache"))
+    trainings = []
+    real_train = nas.supernet.cache.train_supernet
+    monkeypatch.setattr(nas.supernet.cache, "train_supernet", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
+    (tmp_path / "space.yaml").write_text(SEED_SPACE)
+    split, teacher_logits = _synthetic_split(32)
+    ctx = SimpleNamespace(num_labels=2, train=split, teacher_logits=teacher_logits, threads=1,
+                          teacher_dir=str(_teacher_dir(tmp_path, vocab_size=30522)), latency=SimpleNamespace(seq_len=16))
+    paths = []
     for seed in (0, 7):
-        config = CampaignConfig.model_validate(small_campaign_dict(seed=seed, fidelity={"scorer": "supernet"}))
-        prepare_supernet_dir(config, ctx, None, Output(quiet=True))
-    assert seen[0] == seen[1]
+        config = CampaignConfig.model_validate(small_campaign_dict(
+            seed=seed, space=str(tmp_path / "space.yaml"),
+            fidelity={"scorer": "supernet", "supernet_steps": 2, "batch_size": 16}))
+        paths.append(prepare_supernet_dir(config, ctx, None, Output(quiet=True)))
+    assert paths[0] == paths[1] and len(trainings) == 1
+    assert [p.name for p in (tmp_path / "cache").glob("supernet-*")] == [paths[0].name]
+    assert isinstance(load_supernet(paths[0]), Supernet)

@@ -82,7 +82,7 @@ def derive_codes(rows: np.ndarray, bits: int, scheme: str) -> Codes | str:
 def _linear_codes(w: torch.Tensor, bits: int, scheme: str, tol: float) -> Codes | str:
     import torch
 
-    from nas.compress.quantize import quantize_tensor
+    from nas.compress.qtensor import quantize_tensor
 
     zero = w == 0
     # Pruned zeros may lie off the asymmetric grid: derive the grid from the kept values of each row.
@@ -104,7 +104,7 @@ def _linear_codes(w: torch.Tensor, bits: int, scheme: str, tol: float) -> Codes 
 def _log_codes(w: torch.Tensor, bits: int, tol: float) -> Codes | str:
     import torch
 
-    from nas.compress.quantize import dequantize, quantize_tensor
+    from nas.compress.qtensor import dequantize, quantize_tensor
 
     qt = quantize_tensor(w, bits, scheme="log", per_channel=True)
     error = float((dequantize(qt) - w).abs().max())
@@ -121,7 +121,7 @@ def _log_codes(w: torch.Tensor, bits: int, tol: float) -> Codes | str:
 def _kmeans_codes(w: torch.Tensor, bits: int, tol: float) -> Codes | str:
     import torch
 
-    from nas.compress.quantize import dequantize, kmeans_quantize
+    from nas.compress.qtensor import dequantize, kmeans_quantize
 
     qt = kmeans_quantize(w, bits)
     if float((dequantize(qt) - w).abs().max()) <= tol:

@@ -16,42 +16,33 @@ from nas.compress.distill import (
 )
 from nas.compress.prune import (
     apply_masks_,
-    attention_blocks,
     cubic_sparsity_schedule,
     default_prunable,
-    ffn_blocks,
-    ffn_neuron_importance,
-    head_importance,
     magnitude_prune_,
     masks_from_scores,
     prunable_weights,
+    sparsity,
+)
+from nas.compress.structured import (
+    attention_blocks,
+    ffn_blocks,
+    ffn_neuron_importance,
+    head_importance,
     prune_ffn_neurons_,
     prune_heads_,
-    sparsity,
-    taylor_importance,
-    taylor_prune_,
 )
+from nas.compress.taylor import taylor_importance, taylor_prune_
+from nas.compress.qtensor import QuantizedTensor, dequantize, kmeans_quantize, linear_quantize, log_quantize, quantize_tensor
 from nas.compress.quantize import (
-    ActivationObserver,
-    FakeQuantSTE,
     LayerQuantization,
-    QATLinear,
-    QuantizedTensor,
-    calibrate_activations,
-    convert_qat_,
     default_quantizable,
-    dequantize,
-    fake_quantize_activations_,
     fake_quantize_weights_,
-    kmeans_quantize,
-    linear_quantize,
-    log_quantize,
     onnxruntime_dynamic_int8,
-    prepare_qat_,
-    quantize_tensor,
     resolve_bits,
     torch_dynamic_int8,
 )
+from nas.compress.activations import ActivationObserver, calibrate_activations, fake_quantize_activations_
+from nas.compress.qat import FakeQuantSTE, QATLinear, convert_qat_, prepare_qat_
 from nas.compress.size import SizeReport, pack_bits, stored_size_bytes, unpack_bits
 from nas.compress.recipe import CompressionRecipe
 from nas.compress.pipeline import CompressionOutcome, compress_model

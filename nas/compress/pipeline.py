@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from nas.compress.prune import attention_blocks, ffn_blocks, prunable_weights
+from nas.compress.prune import prunable_weights
 from nas.compress.quantize import quantizable_modules, resolve_bits
 from nas.compress.recipe import CompressionRecipe
 from nas.compress.size import SizeReport, stored_size_bytes
+from nas.compress.structured import attention_blocks, ffn_blocks
 from nas.compress.steps import STEPS, CompressionRun, CompressionStep, cross_entropy_loss
 from nas.compress.steps import layer_index as _layer_index
 from nas.errors import NasUserError
@@ -104,7 +105,7 @@ def compress_model(
         calibration_batches: A few batches (see the module docstring) for Taylor importance and activation
             ranges; at least one when the recipe needs them.
         recover: ``recover(model, steps, masks)`` fine-tunes in place for ``steps`` optimiser steps keeping
-            ``masks`` applied (for QAT the model holds :class:`~nas.compress.quantize.QATLinear` layers).
+            ``masks`` applied (for QAT the model holds :class:`~nas.compress.qat.QATLinear` layers).
             Required when ``recovery_steps`` or ``recipe.qat_steps`` is > 0.
         recovery_steps: Fine-tuning steps after pruning, in total: one call after one-shot pruning, split
             evenly after each of the ``prune_stages`` steps of gradual pruning; ≥ 0.

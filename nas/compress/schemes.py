@@ -1,7 +1,7 @@
 """Quantization schemes by name: what each one stores, how it quantizes, dequantizes and fake-quantizes for QAT.
 
 Everything that differs between ``asymmetric``, ``symmetric``, ``log`` and ``kmeans`` lives in one
-:class:`QuantScheme` subclass here, registered in :data:`SCHEMES`; :mod:`nas.compress.quantize`,
+:class:`QuantScheme` subclass here, registered in :data:`SCHEMES`; :mod:`nas.compress.qtensor`,
 :mod:`nas.compress.size` and :class:`~nas.compress.recipe.CompressionRecipe` look a scheme up instead of
 branching on its name. To add a scheme, subclass :class:`QuantScheme` below and decorate it with
 ``@_register``, and add its name to :data:`nas.compress.recipe.QUANT_SCHEMES` (a test checks they agree; recipe
@@ -9,7 +9,7 @@ keys abbreviate a scheme to its first 4 letters, which must stay distinct). ``fl
 has no entry.
 
 This module imports no torch at import time (a recipe validates its scheme without it); the tensor methods
-call the quantizers of :mod:`nas.compress.quantize`, imported when first used.
+call the quantizers of :mod:`nas.compress.qtensor`, imported when first used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nas.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from nas.compress.quantize import QuantizedTensor
+    from nas.compress.qtensor import QuantizedTensor
 
 FP32_BYTES = 4
 
@@ -79,10 +79,10 @@ def _torch():
     return torch
 
 
-def _quantize():
-    from nas.compress import quantize
+def _qtensor():
+    from nas.compress import qtensor
 
-    return quantize
+    return qtensor
 
 
 def _register(cls: type[QuantScheme]) -> type[QuantScheme]:
@@ -97,7 +97,7 @@ class Asymmetric(QuantScheme):
     name, group_params = "asymmetric", 2
 
     def quantize(self, x, bits, *, axis, iters=20):
-        return _quantize().linear_quantize(x, bits, symmetric=False, axis=axis)
+        return _qtensor().linear_quantize(x, bits, symmetric=False, axis=axis)
 
     def dequantize(self, qt):
         return qt.q.float() * qt.scale + qt.xmin  # = Q / (2^b − 1) · (xmax − xmin) + xmin
@@ -110,7 +110,7 @@ class Symmetric(QuantScheme):
     name = "symmetric"
 
     def quantize(self, x, bits, *, axis, iters=20):
-        return _quantize().linear_quantize(x, bits, symmetric=True, axis=axis)
+        return _qtensor().linear_quantize(x, bits, symmetric=True, axis=axis)
 
     def dequantize(self, qt):
         return qt.q.float() * qt.scale
@@ -127,7 +127,7 @@ class Log(QuantScheme):
     name, nonlinear = "log", True
 
     def quantize(self, x, bits, *, axis, iters=20):
-        return _quantize().log_quantize(x, bits, axis=axis)
+        return _qtensor().log_quantize(x, bits, axis=axis)
 
     def dequantize(self, qt):
         torch = _torch()
@@ -150,7 +150,7 @@ class KMeans(QuantScheme):
         return 2**bits * FP32_BYTES
 
     def quantize(self, x, bits, *, axis, iters=20):
-        return _quantize().kmeans_quantize(x, bits, iters=iters)
+        return _qtensor().kmeans_quantize(x, bits, iters=iters)
 
     def dequantize(self, qt):
         return qt.codebook[qt.q.long()]
@@ -160,4 +160,4 @@ class KMeans(QuantScheme):
         return self.quantize(weight, bits, axis=None).codebook.to(weight.device)
 
     def qat_restore(self, weight, bits, axis, codebook):
-        return codebook[_quantize().nearest_centroid(weight.detach().float().flatten(), codebook)].view_as(weight)
+        return codebook[_qtensor().nearest_centroid(weight.detach().float().flatten(), codebook)].view_as(weight)

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.compress.quantize import check_bits_spec, check_scheme, quantizable_modules, resolve_bits
+from nas.compress.qtensor import check_scheme
+from nas.compress.quantize import check_bits_spec, quantizable_modules, resolve_bits
 from nas.compress.schemes import scheme_of
 from nas.errors import NasUserError
 

@@ -19,26 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.compress.prune import (
-    apply_masks_,
+from nas.compress.prune import apply_masks_, cubic_sparsity_schedule, masks_from_scores, prunable_weights
+from nas.compress.structured import (
     attention_blocks,
-    cubic_sparsity_schedule,
     ffn_blocks,
     ffn_neuron_importance,
     head_importance,
-    masks_from_scores,
-    prunable_weights,
     prune_ffn_neurons_,
     prune_heads_,
-    taylor_importance,
 )
-from nas.compress.quantize import (
-    calibrate_activations,
-    convert_qat_,
-    fake_quantize_activations_,
-    fake_quantize_weights_,
-    prepare_qat_,
-)
+from nas.compress.taylor import taylor_importance
+from nas.compress.activations import calibrate_activations, fake_quantize_activations_
+from nas.compress.qat import convert_qat_, prepare_qat_
+from nas.compress.quantize import fake_quantize_weights_
 from nas.registry import Registry
 
 if TYPE_CHECKING:

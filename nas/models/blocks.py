@@ -17,7 +17,7 @@ registry-driven tests build. The formulas are checked in the tests against a cou
   (softmax, normalisation, activations, residual adds) is left out, as it is O(L·H) and not O(L·H²).
 
 Modules keep Hugging Face BERT names (``attention.self.query``, ``intermediate.dense``, ``output.dense``…)
-so teacher weights inherit by name and structured pruning (``nas.compress.prune``) finds heads and FFN
+so teacher weights inherit by name and structured pruning (``nas.compress.structured``) finds heads and FFN
 neurons in every block type. This file is copied into exported Hugging Face folders
 (:mod:`nas.artefacts.hf_folder`), so it and the block files import nothing of lightnas but each other and
 :mod:`nas.blockspec`.
@@ -185,7 +185,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, width: int, heads: int, head_size: int, attention_dropout: float) -> None:
         super().__init__()
-        self.attention_head_size = head_size  # read by nas.compress.prune to find whole heads
+        self.attention_head_size = head_size  # read by nas.compress.structured to find whole heads
         self.query = nn.Linear(width, heads * head_size)
         self.key = nn.Linear(width, heads * head_size)
         self.value = nn.Linear(width, heads * head_size)

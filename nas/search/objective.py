@@ -165,30 +165,15 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
     """
     import torch
 
-    from nas.compress.pipeline import compress_model
-    from nas.models.student import build_student
-    from nas.models.vocab import most_frequent_tokens
     from nas.pretrain import pretrain
-    from nas.train import distil
+    from nas.train import DistilLoss, distil
 
     torch.set_num_threads(ctx.threads)
     torch.manual_seed(seed)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    arch, learn = candidate.architecture, candidate.distill
-
-    # build: a trimmed vocabulary keeps the train split's most frequent tokens; weights inherit from the
-    # fine-tuned teacher (layer selection, importance-ordered width slicing) unless the candidate says not to
-    if initial_model is not None:
-        model = initial_model
-    else:
-        teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
-        kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
-        model = build_student(
-            candidate, ctx.num_labels, teacher_state=teacher_state if learn.inherit else None,
-            teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
-            max_positions=student_positions(ctx),
-        )
+    learn = candidate.distill
+    model = initial_model if initial_model is not None else _build_student(candidate, ctx)
     needs_teacher = learn.hidden_weight > 0 or learn.attention_weight > 0 or (
         candidate.pretrain.is_active and candidate.pretrain.contrastive_target == "teacher"
     )
@@ -200,15 +185,38 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
     timings["pretrain_s"] = time.perf_counter() - t0
 
     # distil against the cached teacher logits, plus hidden-state / attention terms when weighted
-    losses = distil(
-        model, ctx.train, ctx.teacher_logits, settings,
-        alpha=learn.alpha, temperature=learn.temperature,
-        teacher=teacher, hidden_weight=learn.hidden_weight, attention_weight=learn.attention_weight,
-    )
+    loss = DistilLoss(learn.alpha, learn.temperature, learn.hidden_weight, learn.attention_weight)
+    losses = distil(model, ctx.train, ctx.teacher_logits, settings, loss=loss, teacher=teacher)
     timings["train_s"] = time.perf_counter() - t0
 
-    # compress: the candidate's recipe (prune, quantize, size); recovery and QAT fine-tune by distillation
-    recipe = candidate.compression
+    t1 = time.perf_counter()
+    outcome = _compress(model, candidate, ctx, settings, qat_steps)
+    timings["compress_s"] = time.perf_counter() - t1
+    return TrainedCandidate(model=model, losses=losses, outcome=outcome, timings_s=timings)
+
+
+def _build_student(candidate: Candidate, ctx: TrialContext) -> torch.nn.Module:
+    """A new student: a trimmed vocabulary keeps the train split's most frequent tokens; weights inherit from the
+    fine-tuned teacher (layer selection, importance-ordered width slicing) unless the candidate says not to."""
+    from nas.models.student import build_student
+    from nas.models.vocab import most_frequent_tokens
+
+    arch = candidate.architecture
+    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
+    kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
+    return build_student(
+        candidate, ctx.num_labels, teacher_state=teacher_state if candidate.distill.inherit else None,
+        teacher_layers=teacher_layers, teacher_heads=teacher_heads, kept_token_ids=kept,
+        max_positions=student_positions(ctx),
+    )
+
+
+def _compress(model: torch.nn.Module, candidate: Candidate, ctx: TrialContext, settings: TrainSettings, qat_steps: int) -> Any:
+    """The candidate's recipe (prune, quantize, size) on ``model``; recovery and QAT fine-tune by distillation."""
+    from nas.compress.pipeline import compress_model
+    from nas.train import DistilLoss, distil
+
+    recipe, learn = candidate.compression, candidate.distill
     if qat_steps and recipe.weight_bits < 16 and not recipe.qat_steps:  # finalizing a quantized student
         recipe = dataclasses.replace(recipe, qat_steps=qat_steps)
     recovery_calls: list[int] = []
@@ -217,21 +225,18 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
         # A fresh optimiser per call (structured pruning replaces parameters) and a new batch order each time;
         # logits only: feature terms would need projections rebuilt for the pruned widths.
         recovery_calls.append(steps)
-        recovery = dataclasses.replace(settings, steps=steps, seed=seed + 1000 * len(recovery_calls))
-        distil(model, ctx.train, ctx.teacher_logits, recovery, alpha=learn.alpha, temperature=learn.temperature, masks=masks)
+        recovery = dataclasses.replace(settings, steps=steps, seed=settings.seed + 1000 * len(recovery_calls))
+        distil(model, ctx.train, ctx.teacher_logits, recovery, loss=DistilLoss(learn.alpha, learn.temperature), masks=masks)
 
-    t1 = time.perf_counter()
     calibration = [  # the first 4 train batches: Taylor importance and activation ranges
         {"input_ids": ctx.train.input_ids[i : i + 32], "attention_mask": ctx.train.attention_mask[i : i + 32],
          "labels": ctx.train.labels[i : i + 32]}
         for i in range(0, min(len(ctx.train), 128), 32)
     ]
-    outcome = compress_model(
+    return compress_model(
         model, recipe, calibration_batches=calibration, recover=recover,
         recovery_steps=settings.steps // 4 if recipe.prune_rate > 0 else 0,  # a quarter of the training budget
     )
-    timings["compress_s"] = time.perf_counter() - t1
-    return TrainedCandidate(model=model, losses=losses, outcome=outcome, timings_s=timings)
 
 
 def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -> TrialMetrics:
@@ -245,27 +250,17 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     Returns:
         The trial's metrics; latency for every profile in ``ctx.profiles``.
     """
-    import torch
-
     from nas.hardware.backends import check_profile_feasibility, measure_latency, measure_reference
-    from nas.train import accuracy
 
     trained = train_candidate(candidate, ctx, seed)
     model, losses, timings = trained.model, trained.losses, trained.timings_s
     size, sparsity = trained.outcome.size, trained.outcome.sparsity
-
-    # evaluate on the validation split (the test split stays held out for reports)
-    t1 = time.perf_counter()
-    val_accuracy = accuracy(model, ctx.validation)
-    timings["eval_s"] = time.perf_counter() - t1
+    val_accuracy = _validation_accuracy(model, ctx, timings)  # the test split stays held out for reports
 
     # measure: latency per profile (measured, or estimated and labelled so; ≤ 8-bit weights accounted as
     # int8), whether the candidate compiles for and fits each device, and host reference backends
     t2 = time.perf_counter()
-    example = (
-        torch.ones(1, ctx.latency.seq_len, dtype=torch.long),
-        torch.ones(1, ctx.latency.seq_len, dtype=torch.long),
-    )
+    example = _example_inputs(ctx)
     bits = candidate.weight_bits
     latency = {p.name: measure_latency(model, example, p, ctx.latency, weight_bits=bits) for p in ctx.profiles}
     feasibility = {
@@ -291,6 +286,23 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
         feasibility=feasibility,
         artifacts=artifacts,
     )
+
+
+def _validation_accuracy(model: torch.nn.Module, ctx: TrialContext, timings: dict[str, float]) -> float:
+    """Accuracy on the validation split, in [0, 1]; its wall seconds go to ``timings["eval_s"]``."""
+    from nas.train import accuracy
+
+    t0 = time.perf_counter()
+    value = accuracy(model, ctx.validation)
+    timings["eval_s"] = time.perf_counter() - t0
+    return value
+
+
+def _example_inputs(ctx: TrialContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of one sequence of the latency length: what latency is measured on."""
+    import torch
+
+    return (torch.ones(1, ctx.latency.seq_len, dtype=torch.long), torch.ones(1, ctx.latency.seq_len, dtype=torch.long))
 
 
 def _shipped_file(model: torch.nn.Module, candidate: Candidate, ctx: TrialContext, seed: int, keep: bool = True) -> tuple[dict, int]:
@@ -330,7 +342,6 @@ def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
 
     from nas.hardware.backends import LATENCY_BACKENDS, check_profile_feasibility, prepare
     from nas.supernet import extract_student, load_supernet
-    from nas.train import accuracy
 
     if ctx.supernet_dir is None:
         raise RuntimeError("evaluate_inherited needs ctx.supernet_dir (the campaign builds it for fidelity.scorer: supernet)")
@@ -342,15 +353,11 @@ def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     student = extract_student(load_supernet(ctx.supernet_dir), candidate)
     trained = train_candidate(candidate, ctx, seed, initial_model=student)
     model, timings = trained.model, {"extract_s": time.perf_counter() - t0, **trained.timings_s}
-
-    # evaluate on the validation split
-    t1 = time.perf_counter()
-    val_accuracy = accuracy(model, ctx.validation)
-    timings["eval_s"] = time.perf_counter() - t1
+    val_accuracy = _validation_accuracy(model, ctx, timings)
 
     # estimate: the predictor on the fused graph (one TVM import, no build), and memory feasibility
     t2 = time.perf_counter()
-    example = (torch.ones(1, ctx.latency.seq_len, dtype=torch.long), torch.ones(1, ctx.latency.seq_len, dtype=torch.long))
+    example = _example_inputs(ctx)
     bits = candidate.weight_bits
     prepared = prepare(model, example, bits)
     latency = {p.name: LATENCY_BACKENDS.get("estimate").measure(prepared, p, ctx.latency) for p in ctx.profiles}

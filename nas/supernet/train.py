@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nas.compress.distill import distillation_loss
-from nas.train import get_lr, trim_batch
+from nas.train import epoch_batches, get_lr, trim_batch
 
 if TYPE_CHECKING:
     from nas.data.tokenize import TokenizedSplit
@@ -84,7 +84,7 @@ def train_supernet(
     """
     if len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the split has {len(train)}")
-    spec, s = net.spec, settings
+    s = settings
     params = dict(net.named_parameters())
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": 0.01},
@@ -93,35 +93,16 @@ def train_supernet(
     )
     schedule = _Schedule(s.steps, s.lr)
     rng = random.Random(s.seed)  # subnet draws
-    generator = torch.Generator().manual_seed(s.seed)  # batch order
+    batches = epoch_batches(len(train), s.batch_size, s.seed)  # one shuffled pass per epoch
     torch.manual_seed(s.seed)  # dropout
-    order, cursor = torch.randperm(len(train), generator=generator), 0
     history: list[dict[str, float]] = []
     net.train()
-    for step in range(s.steps):
-        if cursor + s.batch_size > len(order):  # one shuffled pass per epoch
-            order, cursor = torch.randperm(len(train), generator=generator), 0
-        idx = order[cursor : cursor + s.batch_size]
-        cursor += s.batch_size
+    for step, idx in zip(range(s.steps), batches):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
         input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
-        labels, targets = train.labels[idx], teacher_logits[idx]
-
         optimizer.zero_grad(set_to_none=True)
-        # sandwich: largest from the teacher first; its logits then teach the smaller subnets in place
-        largest_logits = net(input_ids, attention_mask, spec.largest(rng))
-        largest_loss = distillation_loss(largest_logits, targets, labels, s.alpha, s.temperature)
-        largest_loss.backward()
-        soft = largest_logits.detach()
-        losses = {"largest": largest_loss.item()}
-        for name in ["smallest"] + [f"random{k}" for k in range(s.random_subnets)]:
-            arch = spec.smallest(rng) if name == "smallest" else spec.sample(rng)
-            logits = net(input_ids, attention_mask, arch)
-            loss = (1 - s.inplace_weight) * distillation_loss(logits, targets, labels, s.alpha, s.temperature) \
-                + s.inplace_weight * distillation_loss(logits, soft, None, 0.0, s.temperature)
-            loss.backward()
-            losses[name] = loss.item()
+        losses = _sandwich_losses(net, rng, s, input_ids, attention_mask, train.labels[idx], teacher_logits[idx])
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
         losses["total"] = sum(losses.values())
@@ -132,6 +113,29 @@ def train_supernet(
             on_step(step, losses)
     net.eval()
     return history
+
+
+def _sandwich_losses(net: Supernet, rng: random.Random, s: SupernetSettings, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Back-propagate one batch through the largest, smallest and random subnets; their losses by name.
+
+    Gradients accumulate (the caller zeroes them before and steps after). The largest subnet learns from
+    the teacher first; its logits then teach the smaller subnets in place.
+    """
+    spec = net.spec
+    largest_logits = net(input_ids, attention_mask, spec.largest(rng))
+    largest_loss = distillation_loss(largest_logits, targets, labels, s.alpha, s.temperature)
+    largest_loss.backward()
+    soft = largest_logits.detach()
+    losses = {"largest": largest_loss.item()}
+    for name in ["smallest"] + [f"random{k}" for k in range(s.random_subnets)]:
+        arch = spec.smallest(rng) if name == "smallest" else spec.sample(rng)
+        logits = net(input_ids, attention_mask, arch)
+        loss = (1 - s.inplace_weight) * distillation_loss(logits, targets, labels, s.alpha, s.temperature) \
+            + s.inplace_weight * distillation_loss(logits, soft, None, 0.0, s.temperature)
+        loss.backward()
+        losses[name] = loss.item()
+    return losses
 
 
 class _Schedule:
