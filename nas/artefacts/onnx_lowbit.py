@@ -111,7 +111,7 @@ def export_lowbit_onnx(model: torch.nn.Module, recipe: CompressionRecipe, seq_le
     """
     import onnx
 
-    from nas.export import export_onnx
+    from nas.artefacts.onnx_fp32 import export_onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
