@@ -4,9 +4,9 @@ Optuna 5.0 is pinned by the project; when an upgrade breaks one of these, this i
 Each function names the private symbol it wraps. Nothing else in ``nas/`` should reach into ``optuna._*``,
 ``optuna.study._*`` or a study's ``_storage`` (``tests/test_layout.py`` does not check this yet; grep does).
 
-Callers: the driver and tell (:func:`frozen_trial`, :func:`stored_constraints`), the store's resume
-(:func:`fail_orphaned_trial`), :mod:`nas.search.pareto` and :mod:`nas.report.pareto` (:func:`is_pareto_front`,
-:func:`stored_constraints_by_name`, :func:`compute_hypervolume`).
+Callers: the driver (:func:`frozen_trial`), tell and the sampler setup (:func:`stored_constraints_by_name`,
+:func:`stored_constraints`), the store's resume (:func:`fail_orphaned_trial`), the scheduler,
+:mod:`nas.search.pareto` and :mod:`nas.report.pareto` (:func:`is_pareto_front`, :func:`compute_hypervolume`).
 """
 
 from __future__ import annotations
