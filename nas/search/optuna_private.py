@@ -2,7 +2,7 @@
 
 Optuna 5.0 is pinned by the project; when an upgrade breaks one of these, this is the only file to change.
 Each function names the private symbol it wraps. Nothing else in ``nas/`` should reach into ``optuna._*``,
-``optuna.study._*`` or a study's ``_storage`` (``tests/test_layout.py`` does not check this yet; grep does).
+``optuna.study._*`` or a study's ``_storage`` (``tests/test_layout.py`` checks it).
 
 Callers: the driver (:func:`frozen_trial`), tell and the sampler setup (:func:`stored_constraints_by_name`,
 :func:`stored_constraints`), the store's resume (:func:`fail_orphaned_trial`), the scheduler,
