@@ -76,7 +76,8 @@ def ort_fp32_vs_int8(model, candidate, seq_len, threads, rounds=60):
     """ONNX Runtime fp32 ÷ shipped-int8 latency of one student, interleaved sessions, medians (ms)."""
     import numpy as np
 
-    from nas.export import export_shipped_onnx, export_onnx
+    from nas.artefacts.onnx_fp32 import export_onnx
+    from nas.export import export_shipped_onnx
     from nas.hardware.measure import onnxruntime_session
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,7 +53,7 @@ def main() -> None:
     from nas.data.tokenize import tokenize_task
     from nas.models.student import build_student
     from nas.models.teacher import TeacherSettings, load_tokenizer, prepare_teacher
-    from nas.search.objective import _teacher_state
+    from nas.search.objective import teacher_state_of
     from nas.train import DistilLoss, TrainSettings, accuracy, distil
 
     wall_start = time.perf_counter()
@@ -70,7 +70,7 @@ def main() -> None:
     teacher = prepare_teacher(data, TeacherSettings(epochs=1, threads=max(args.threads, 2)), cache, progress=False)
     print(f"teacher: {'cached' if teacher.from_cache else 'fine-tuned'} in {time.perf_counter() - t0:.0f} s, "
           f"dev accuracy {teacher.test_accuracy:.4f}", flush=True)
-    teacher_state, teacher_layers, teacher_heads = _teacher_state(str(teacher.model_dir))
+    teacher_state, teacher_layers, teacher_heads = teacher_state_of(str(teacher.model_dir))
 
     rows = []
     for name, (layers, hidden, heads, ffn) in STUDENTS.items():

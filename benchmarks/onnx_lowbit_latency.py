@@ -61,7 +61,7 @@ def build_files(shape: tuple[int, int, int, int], seq_len: int, folder: Path) ->
     from nas.compress.pipeline import compress_model
     from nas.compress.quantize import onnxruntime_dynamic_int8
     from nas.compress.recipe import CompressionRecipe
-    from nas.export import export_onnx
+    from nas.artefacts.onnx_fp32 import export_onnx
     from nas.models.student import build_student
 
     layers, hidden, heads, ffn = shape

@@ -1,7 +1,8 @@
 """Deployable exports of a selected student: a Hugging Face folder, ONNX, a TVM library and a model card.
 
 Each exporter takes the trained torch student and writes one artefact; :func:`export_all` writes them
-all into one folder::
+all into one folder (the fp32 ONNX graph and the TVM library are :mod:`nas.artefacts.onnx_fp32` and
+:mod:`nas.artefacts.tvm_library`, re-exported here)::
 
     <export_dir>/hf/            save_pretrained folder (config, safetensors, tokenizer, README.md = card)
     <export_dir>/model.onnx     batch-dynamic ONNX graph (inputs input_ids, attention_mask; output logits)
@@ -16,8 +17,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.errors import NasUserError
+from nas.artefacts.onnx_fp32 import export_onnx
+from nas.artefacts.tvm_library import export_tvm, load_tvm
 from nas.output import Output
+
+__all__ = ["export_all", "export_hf", "export_onnx", "export_shipped_onnx", "export_tvm", "load_tvm", "model_card",
+           "register_auto_classes", "shipped_onnx_bytes", "write_card"]
 
 if TYPE_CHECKING:
     import torch
@@ -51,97 +56,6 @@ def register_auto_classes(model: torch.nn.Module) -> None:
     config_class = type(model.config)
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModelForSequenceClassification.register(config_class, type(model), exist_ok=True)
-
-
-def export_onnx(model: torch.nn.Module, seq_len: int, path: Path) -> Path:
-    """Export with torch's ``torch.export``-based exporter; the batch dimension is dynamic.
-
-    Args:
-        model: Student whose ``forward(input_ids, attention_mask)`` returns logits ``(B, C)``.
-        seq_len: Tokens per sequence (static: the campaign's ``max_seq_len``).
-        path: The ``.onnx`` file to write (weights inside, no external data).
-    """
-    import torch
-
-    from nas.hardware.measure import write_onnx
-
-    example = (torch.ones(2, seq_len, dtype=torch.long), torch.ones(2, seq_len, dtype=torch.long))
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    model.eval()  # left in eval mode, as callers expect
-    return write_onnx(model, example, path, input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                      dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
-
-
-def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, path: Path, *,
-               tuning: TuningSettings | None = None, out: Output | None = None) -> tuple[Path, str]:
-    """Build ``model`` with TVM Relax for ``profile``'s target, scheduled from the shared tuning database.
-
-    Workloads the database lacks are tuned first within ``tuning``'s budget (the records are kept for
-    later builds); ``tuning=None`` builds with TVM's default loops (untuned, 15–50× slower
-    than ONNX Runtime here: see docs/latency.md). Host profiles are linked with the host compiler; other
-    profiles with the profile's ``cross_compiler`` (e.g. ``aarch64-linux-gnu-g++``). Next to the library,
-    ``<path>.json`` says whether it is tuned, how many workloads fell back and what it computes in.
-
-    Returns:
-        The library path and a sentence on how it was built (target, tuned or not, compiler).
-
-    Raises:
-        NasUserError: For a non-host profile without ``cross_compiler``.
-    """
-    import torch
-
-    from nas.hardware.compile import compile_relax, quiet_native_stderr
-
-    tuner = None
-    if tuning is not None:
-        from nas.hardware.tuning import MetaScheduleTuner
-
-        tuner = MetaScheduleTuner(tuning)
-    example = (torch.ones(1, seq_len, dtype=torch.long), torch.ones(1, seq_len, dtype=torch.long))
-    out = out or Output()
-    # a line, not a rich progress bar: rich redirects stdout/stderr while it runs, and MetaSchedule's kept
-    # builder worker (nas.hardware.tuning) outlives this call and broke later tunings in the same process
-    out.info(f"building the TVM library for {profile.name}" + ("" if tuning is None else f" (tuning missing workloads, {tuning.trials_per_task} trials each)"))
-    compiled = compile_relax(model, example, profile, tuning=tuner)
-    cross = getattr(profile, "cross_compiler", None)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if profile.backend.measures_host:
-        with quiet_native_stderr():  # "Scope Saving:" once per constant: noise
-            compiled.executable.export_library(str(path))
-        how = "host compiler"
-    elif cross:
-        from tvm.support import cc
-
-        with quiet_native_stderr():
-            compiled.executable.export_library(str(path), fcompile=cc.cross_compiler(cross))
-        how = f"cross-compiled with {cross}"
-    else:
-        raise NasUserError(
-            f"hardware profile {profile.name}: no cross_compiler is set, so its TVM library cannot be linked here; "
-            f"add e.g. 'cross_compiler: aarch64-linux-gnu-g++' to the profile YAML."
-        )
-    report = tuner.last_report if tuner else None
-    facts = {
-        "library": path.name, "target": compiled.target, "is_tuned": bool(compiled.is_tuned), "linked": how,
-        "inputs": f"input_ids, attention_mask: int64 (1, {seq_len})", "output": "logits: float32 (1, num_labels)",
-        "computes_in": "float32 (TVM 0.27 lowers quantize/dequantize to fp32 arithmetic; weights are stored fp32 "
-                       "at the values the student's quantizer gave them)",
-        "tuning": None if report is None else report.to_dict(),
-    }
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
-    target = json.dumps(compiled.target, sort_keys=True)
-    state = "untuned (TVM default loops)" if tuner is None else (
-        "tuned" if compiled.is_tuned else f"partly tuned ({len(report.fallback) if report else '?'} workloads on default loops)")
-    return path, f"target {target}, {state}, batch 1 × {seq_len} tokens, {how}"
-
-
-def load_tvm(path: Path) -> Any:
-    """A Relax VM on the host CPU over an exported library (run it as ``vm["main"](ids, mask)``)."""
-    import tvm
-    from tvm import relax
-
-    return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
 
 
 def _latency_text(lat: dict[str, Any] | None) -> str:
@@ -191,7 +105,7 @@ def _yes_no(value: bool | None) -> str:
 
 def model_card(card: dict[str, Any]) -> str:
     """The model card (markdown) of a selection, from the facts ``nas.select`` gathered."""
-    from nas.report.pareto import flatten
+    from nas.metrics import flatten
 
     size = card.get("size_bytes")
     mem = card.get("peak_mem_mib")

@@ -16,7 +16,7 @@ from nas.candidate import Candidate
 from nas.compress.pipeline import compress_model
 from nas.compress.recipe import CompressionRecipe
 from nas.data.tokenize import TokenizedSplit
-from nas.export import export_onnx
+from nas.artefacts.onnx_fp32 import export_onnx
 from nas.models.student import build_student
 from nas.train import accuracy
 

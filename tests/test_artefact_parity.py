@@ -7,7 +7,8 @@ import torch
 from nas.artefacts.parity import score_without_lightnas, tvm_accuracy
 from nas.candidate import Candidate
 from nas.data.tokenize import TokenizedSplit
-from nas.export import export_onnx, export_tvm
+from nas.artefacts.onnx_fp32 import export_onnx
+from nas.artefacts.tvm_library import export_tvm
 from nas.hardware.profiles import load_profile
 from nas.models.student import build_student
 from nas.train import accuracy

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from nas.cli import app
 from nas.hardware import calibrate
 from nas.hardware.calibrate import CALIBRATION_SHAPES, fit_host_scales, host_cache_path, host_cpu_model
-from nas.hardware.predictor import BUNDLED_CALIBRATION, Calibration, LatencyPredictor, _cache_path
+from nas.hardware.predictor import BUNDLED_CALIBRATION, Calibration, LatencyPredictor, legacy_cache_path
 from nas.hardware.profiles import load_profile
 
 OTHER_CPU = "Imaginary CPU 9000 (zen9)"
@@ -23,7 +23,7 @@ OTHER_CPU = "Imaginary CPU 9000 (zen9)"
 def cache(tmp_path, monkeypatch):
     """An empty $LIGHTNAS_CACHE and a fresh once-per-process warning memory."""
     monkeypatch.setenv("LIGHTNAS_CACHE", str(tmp_path))
-    monkeypatch.setattr(calibrate, "_WARNED", set())
+    calibrate.forget_cpu_warnings()
     return tmp_path
 
 
@@ -52,7 +52,7 @@ def test_the_shipped_calibration_names_its_cpu():
 
 
 def test_another_cpus_calibration_warns_once_naming_both_cpus_and_the_command(cache, graphs):
-    _shipped(cpu_model=OTHER_CPU).save(_cache_path())  # e.g. copied from another machine
+    _shipped(cpu_model=OTHER_CPU).save(legacy_cache_path())  # e.g. copied from another machine
     host = load_profile("host")
     with pytest.warns(RuntimeWarning) as caught:
         LatencyPredictor().predict_ms(graphs[0], host)
@@ -66,7 +66,7 @@ def test_another_cpus_calibration_warns_once_naming_both_cpus_and_the_command(ca
 
 
 def test_this_hosts_cached_calibration_is_preferred_and_silent(cache, graphs):
-    _shipped(cpu_model=OTHER_CPU).save(_cache_path())
+    _shipped(cpu_model=OTHER_CPU).save(legacy_cache_path())
     mine = _shipped(cpu_model=host_cpu_model(), launch_s=2e-6, source="test: this host")
     path = mine.save(host_cache_path())
     assert path.parent == cache / "predictor" and path.name.startswith("calibration-")

@@ -172,7 +172,7 @@ def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again
     not count toward n_trials; after MAX_CONSECUTIVE_REPEATS of them in a row the search stops as exhausted."""
     import nas.search.driver as driver
     import nas.search.objective as objective
-    from nas.report.pareto import complete_trials, front_trials
+    from nas.search.pareto import complete_trials, front_trials
 
     space = tmp_path / "one_point.yaml"
     space.write_text(

@@ -10,7 +10,7 @@ import torch
 
 from nas.data import Split, Task
 from nas.data.loaders import TaskConfig, load_task
-from nas.data.sample import _POSITIVE, LABEL_NOISE, make_sample_task
+from nas.data.sample import POSITIVE_WORDS, LABEL_NOISE, make_sample_task
 from nas.data.tokenize import TokenizedSplit, task_fingerprint, tokenize_task
 from nas.errors import MissingDependencyError, NasUserError
 
@@ -53,7 +53,7 @@ def test_sample_task_is_balanced_held_out_and_noisy():
         if t.count(".") == 1 and not any(w in t for w in (" not ", " but ", "although", "however", "though"))
     ]
     assert len(plain) > 500
-    flipped = sum((t.rstrip(".").split()[-1] in _POSITIVE) != bool(y) for t, y in plain)
+    flipped = sum((t.rstrip(".").split()[-1] in POSITIVE_WORDS) != bool(y) for t, y in plain)
     assert 0.5 * LABEL_NOISE < flipped / len(plain) < 2 * LABEL_NOISE
 
 

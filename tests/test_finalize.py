@@ -31,7 +31,7 @@ def _toy_study(n: int = 2) -> optuna.Study:
 
 
 def test_the_final_front_shows_the_shipped_builds_and_says_which_runtime_is_faster():
-    from nas.report.pareto import pareto_summary
+    from nas.search.pareto import pareto_summary
 
     study = _toy_study()
     record = compare(_lat("tvm", 1.5), _lat("onnxruntime-int8", 1.0), "host", tune_trials=2, tuning={"fallback": []})
@@ -48,7 +48,7 @@ def test_the_final_front_shows_the_shipped_builds_and_says_which_runtime_is_fast
 
 
 def test_a_partly_tuned_library_never_reaches_the_front():
-    from nas.report.pareto import pareto_summary
+    from nas.search.pareto import pareto_summary
 
     study = _toy_study(1)
     record = compare(_lat("tvm", 47.25, tuned=False), _lat("onnxruntime", 2.0), "host", tune_trials=2,
@@ -91,7 +91,7 @@ def _campaign_folder(tmp_path, n: int = 2):
 def test_finalize_times_the_shipped_files_stores_them_and_resumes(tmp_path):
     """Without new tuning (``max_new_tasks=0`` on an empty database) the library is partly tuned: ORT is shown."""
     from nas.output import Output
-    from nas.report.pareto import pareto_summary
+    from nas.search.pareto import pareto_summary
     from nas.search.campaign import load_study
     from nas.search.finalize import finalize_front
 

@@ -13,7 +13,8 @@ import threading
 import optuna
 import pytest
 
-from nas.report.pareto import flatten, front_numbers, hypervolume_history, trial_table
+from nas.metrics import flatten
+from nas.report.pareto import front_numbers, hypervolume_history, trial_table
 from nas.report.png import BROWSER_SERVICE_HOSTS, find_chromium
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium on PATH: install Debian's 'chromium' package")
@@ -58,7 +59,7 @@ def test_the_front_compares_one_fidelity():
     """With supernet-scored and promoted (stand-alone) trials mixed, the front (pareto.json, nas status, the
     report's pareto column) is the stand-alone trials' own; a campaign scored one way keeps Optuna's."""
     from nas.config import CampaignConfig
-    from nas.report.pareto import front_trials, pareto_summary
+    from nas.search.pareto import front_trials, pareto_summary
 
     points = [(0.95, 1.0, 100), (0.80, 5.0, 100), (0.85, 9.0, 100), (0.70, 2.0, 100)]
     mixed = _synthetic_study(points, ["supernet", "standalone", "standalone", "standalone"])

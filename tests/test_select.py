@@ -176,7 +176,7 @@ def test_exports_give_the_students_predictions(selection):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from nas.export import load_tvm
+    from nas.artefacts.tvm_library import load_tvm
 
     folder, result = selection
     ids, mask = _dev_sentences(folder)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas.candidate import Candidate
-from nas.export import export_tvm, load_tvm
+from nas.artefacts.tvm_library import export_tvm, load_tvm
 from nas.hardware.profiles import load_profile
 from nas.hardware.tuning import TuningSettings
 from nas.models.student import build_student

@@ -89,7 +89,7 @@ def export_lowbit_onnx(model: torch.nn.Module, recipe: CompressionRecipe, seq_le
 
     from nas.artefacts.lowbit_codes import quantized_modules
     from nas.artefacts.onnx_rewrite import Rewriter
-    from nas.export import export_onnx
+    from nas.artefacts.onnx_fp32 import export_onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

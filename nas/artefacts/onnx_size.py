@@ -204,7 +204,7 @@ def _graph_bytes_of_export(block: Any, n_layers: int, recipe: CompressionRecipe,
     from nas.artefacts.onnx_lowbit import export_lowbit_onnx
     from nas.candidate import Architecture, Candidate
     from nas.compress.pipeline import compress_model
-    from nas.export import export_onnx
+    from nas.artefacts.onnx_fp32 import export_onnx
     from nas.models.student import build_student
 
     torch.manual_seed(0)

@@ -111,7 +111,7 @@ def tvm_accuracy(library: Path, split: TokenizedSplit) -> ArtefactScore:
     import numpy as np
     import tvm
 
-    from nas.export import load_tvm
+    from nas.artefacts.tvm_library import load_tvm
 
     vm = load_tvm(library)
     ids, mask = split.input_ids.numpy(), split.attention_mask.numpy()

@@ -17,12 +17,13 @@ from nas.data import Split, Task
 
 LABEL_NAMES = ["negative", "positive"]
 
-# Word lists: adjectives by polarity carry the signal; everything else is shared by both classes.
-_POSITIVE = [
+# Word lists: adjectives by polarity carry the signal; everything else is shared by both classes. The adjective
+# lists are public so tests can check the signal (a plain sentence ends in its adjective).
+POSITIVE_WORDS = [
     "good", "great", "excellent", "wonderful", "delightful", "charming", "brilliant", "enjoyable",
     "moving", "superb", "clever", "gripping", "beautiful", "funny", "memorable", "fresh",
 ]
-_NEGATIVE = [
+NEGATIVE_WORDS = [
     "bad", "awful", "terrible", "boring", "dull", "tedious", "weak", "clumsy",
     "bland", "painful", "mediocre", "lifeless", "forgettable", "messy", "predictable", "stale",
 ]
@@ -50,7 +51,7 @@ def _clause(rng: random.Random, positive: bool, negation_rate: float) -> str:
     negated = rng.random() < negation_rate
     # A negated clause says "not <opposite adjective>", so the adjective alone misleads bag-of-words.
     adjective_positive = positive != negated
-    adjective = rng.choice(_POSITIVE if adjective_positive else _NEGATIVE)
+    adjective = rng.choice(POSITIVE_WORDS if adjective_positive else NEGATIVE_WORDS)
     subject, verb = rng.choice(_SUBJECTS), rng.choice(_VERBS)
     if negated:
         intensifier = rng.choice(_NEGATED_INTENSIFIERS)

@@ -79,12 +79,17 @@ def host_cache_path(cpu_model: str | None = None) -> Path:
 
 def preferred_calibration_path() -> Path:
     """This host's cached calibration if there is one, else the legacy cache file, else the shipped one."""
-    from nas.hardware.predictor import _cache_path
+    from nas.hardware.predictor import legacy_cache_path
 
-    for path in (host_cache_path(), _cache_path()):
+    for path in (host_cache_path(), legacy_cache_path()):
         if path.is_file():
             return path
     return BUNDLED_CALIBRATION
+
+
+def forget_cpu_warnings() -> None:
+    """Forget which CPU pairs :func:`warn_if_other_cpu` already warned about, so the next mismatch warns again."""
+    _WARNED.clear()
 
 
 def warn_if_other_cpu(calibration: Calibration, profile: HardwareProfile) -> None:

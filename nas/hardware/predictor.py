@@ -98,7 +98,8 @@ class Calibration:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _cache_path() -> Path:
+def legacy_cache_path() -> Path:
+    """Where calibrations were cached before they were kept per CPU (``calibrate.host_cache_path``); still read."""
     base = os.environ.get("LIGHTNAS_CACHE") or str(Path.home() / ".cache" / "lightnas")
     return Path(base) / "predictor" / "calibration.json"
 

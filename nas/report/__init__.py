@@ -1,7 +1,7 @@
 """Reports of a campaign: Pareto sets, hypervolume, importances, HTML, JSON, CSV and PNG.
 
-:func:`build_report` is what ``nas report`` runs; ``nas.search.campaign`` also writes ``report.html``
-at the end of every search.
+:func:`build_report` is what ``nas report`` runs (and ``nas search`` after the campaign). The report reads
+the study through :mod:`nas.search` (store, front, trial record); nothing in ``nas.search`` imports it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def build_report(campaign_dir: str | Path, out_dir: str | Path | None = None, *,
     """
     from nas.errors import NasUserError
     from nas.report.html import baselines, report_figures, write_report
-    from nas.report.pareto import hypervolume_history, param_importances, pareto_summary, trial_table
-    from nas.search.campaign import load_study
+    from nas.report.pareto import hypervolume_history, param_importances, trial_table
+    from nas.search.pareto import pareto_summary
+    from nas.search.store import load_study
     from nas.tracking import campaign_environment, default_tracking_uri
 
     study, config = load_study(campaign_dir)

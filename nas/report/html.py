@@ -13,15 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.report.pareto import (
-    axis_values,
-    complete_trials,
-    fits_profile,
-    flatten,
-    front_numbers,
-    hypervolume_history,
-    param_importances,
-)
+from nas.metrics import flatten
+from nas.report.pareto import axis_values, front_numbers, hypervolume_history, param_importances
+from nas.search.pareto import complete_trials, fits_profile
+from nas.search.record import TrialRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -45,8 +40,13 @@ def _latency_label(lat: dict[str, Any]) -> str:
     return f"{lat['median_ms']:.3f} ms ({how}, {lat['backend']})"
 
 
+def _metrics(trial: FrozenTrial) -> dict[str, Any]:
+    """A complete trial's stored metrics (:attr:`TrialRecord.metrics_dict`)."""
+    return TrialRecord.from_trial(trial).metrics_dict
+
+
 def _hover(trial: FrozenTrial, profile: str) -> str:
-    metrics = trial.user_attrs["metrics"]
+    metrics = _metrics(trial)
     lat = metrics.get("latency", {}).get(profile)
     lines = [f"trial {trial.number}", f"accuracy {metrics['accuracy']:.4f}"
              + (" (inherited from the supernet)" if _fidelity(trial) == "supernet" else "")]
@@ -57,7 +57,7 @@ def _hover(trial: FrozenTrial, profile: str) -> str:
     peak_mib = axis_values(trial, profile)["peak_mem_mib"]
     if peak_mib is not None:
         lines.append(f"peak memory on {profile} {peak_mib:.3f} MiB (estimated)")
-    lines += [f"{k}={v}" for k, v in flatten(trial.user_attrs.get("candidate") or {}).items()]
+    lines += [f"{k}={v}" for k, v in flatten(TrialRecord.from_trial(trial).candidate or {}).items()]
     return "<br>".join(lines)
 
 
@@ -128,13 +128,13 @@ def _front_figure(trials: list[FrozenTrial], profile: str, cost: str, refs: list
 
 
 def _fidelity(trial: FrozenTrial) -> str:
-    return trial.user_attrs.get("fidelity", "standalone")
+    return TrialRecord.from_trial(trial).fidelity
 
 
 def _is_measured(trial: FrozenTrial, profile: str, cost: str) -> bool:
     if cost != "latency_ms":
         return True  # one marker style: size is the shipped file's exact bytes; memory is an estimate (axis title)
-    return bool(trial.user_attrs["metrics"]["latency"][profile].get("is_measured"))
+    return bool(_metrics(trial)["latency"][profile].get("is_measured"))
 
 
 def _ref_value(ref: dict[str, Any], profile: str, cost: str) -> float | None:
@@ -187,7 +187,7 @@ def report_figures(study: optuna.Study, config: CampaignConfig, importances: dic
 
 
 def _latency_kinds(trials: list[FrozenTrial], profile: str) -> str:
-    lats = [t.user_attrs["metrics"]["latency"][profile] for t in trials if profile in t.user_attrs["metrics"].get("latency", {})]
+    lats = [m["latency"][profile] for m in map(_metrics, trials) if profile in m.get("latency", {})]
     kinds = sorted({"measured" if v["is_measured"] else "estimated" for v in lats})
     tuned = sorted({"tuned" if v["is_tuned"] else "untuned" for v in lats})
     return ", ".join(kinds + tuned) or "no latency recorded"
@@ -225,7 +225,7 @@ def _table(columns: list[str], rows: list[dict[str, Any]], table_id: str) -> str
 def _costs(trials: list[FrozenTrial]) -> dict[str, float]:
     totals: dict[str, float] = {}
     for t in trials:
-        for key, value in t.user_attrs["metrics"].get("timings_s", {}).items():
+        for key, value in _metrics(t).get("timings_s", {}).items():
             totals[key] = totals.get(key, 0.0) + float(value)
     return totals
 
@@ -269,7 +269,7 @@ def write_report(
     refs = baselines(study)
     ref_rows = "".join(_baseline_row(r) for r in refs) or "<tr><td colspan=4>the campaign recorded no baselines</td></tr>"
     costs = _costs(trials)
-    n_tuned = sum(any(v.get("is_tuned") for v in t.user_attrs["metrics"].get("latency", {}).values()) for t in trials)
+    n_tuned = sum(any(v.get("is_tuned") for v in _metrics(t).get("latency", {}).values()) for t in trials)
     env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in (environment or {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lightnas campaign {html.escape(config.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}

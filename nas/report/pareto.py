@@ -1,18 +1,32 @@
-"""Pareto sets, hypervolume and importances of a campaign, from Optuna's own multi-objective code.
+"""The report's analyses of a campaign: 2-D fronts per axis, hypervolume, importances and the trial table.
 
-Pure functions over a study's frozen trials. Fronts come from ``optuna.study._multi_objective`` (the code
-behind ``study.best_trials``) and hypervolumes from ``optuna._hypervolume.compute_hypervolume``; nothing
-here re-derives dominance. A trial's ``candidate`` user attribute is read generically: it is flattened to
-dotted keys, so new Candidate fields show up in tables without edits here.
+Pure functions over a study's frozen trials. The campaign's own front (which trials count, which are
+optimal, ``pareto.json``) is :mod:`nas.search.pareto`, re-exported here for older callers; dominance and
+hypervolume come from Optuna's code through :mod:`nas.search.optuna_private`, so nothing here re-derives
+them. A trial's ``candidate`` user attribute is read generically: it is flattened to dotted keys
+(:func:`nas.metrics.flatten`), so new Candidate fields show up in tables without edits here.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.hardware.measure import provenance
+from nas.metrics import flatten
+from nas.search.pareto import (  # moved to nas.search.pareto; re-exported for nas/cli.py and nas/select.py
+    complete_trials,
+    fits_profile,
+    front_trials,
+    peak_memory_mib,
+    pareto_summary,
+    usable_on,
+    write_pareto_json,
+)
+from nas.search.record import TrialRecord
+
+__all__ = ["axis_values", "complete_trials", "fits_profile", "flatten", "front_numbers", "front_trials",
+           "hypervolume_history", "param_importances", "pareto_summary", "peak_memory_mib", "trial_table", "usable_on",
+           "write_pareto_json"]
 
 if TYPE_CHECKING:
     import optuna
@@ -21,140 +35,10 @@ if TYPE_CHECKING:
     from nas.config import CampaignConfig
 
 
-def front_trials(study: optuna.Study, config: CampaignConfig) -> list[FrozenTrial]:
-    """The study's Pareto-optimal feasible trials, at one fidelity, each candidate once.
-
-    When supernet-scored (inherited) and stand-alone trained trials are mixed, their accuracies do not
-    compare, so the front is taken over the stand-alone (promoted) trials alone. Repeats (a sampler's
-    second proposal of a finished candidate, told the first one's values: ``repeat_of``) are left out.
-    Otherwise this is Optuna's ``best_trials``: feasible trials no other feasible trial dominates.
-    """
-    import numpy as np
-    from optuna.study._multi_objective import _is_pareto_front
-
-    complete = complete_trials(study)
-    standalone = [t for t in complete if t.user_attrs.get("fidelity", "standalone") == "standalone"]
-    pool = standalone if standalone else complete
-    feasible = [t for t in pool if t.user_attrs.get("feasible", True)]
-    if not feasible:
-        return []
-    signs = [-1.0 if o.direction == "maximize" else 1.0 for o in config.objectives]
-    losses = np.array([[s * v for s, v in zip(signs, t.values)] for t in feasible])
-    return [t for t, keep in zip(feasible, _is_pareto_front(losses, assume_unique_lexsorted=False)) if keep]
-
-
-def pareto_summary(study: optuna.Study, config: CampaignConfig) -> list[dict[str, Any]]:
-    """One entry per Pareto-optimal trial (:func:`front_trials`), sorted by the first objective (best first).
-
-    Each entry carries the trial number, its candidate, its objective values by name, and every latency
-    with its provenance (measured/estimated, tuned/untuned, backend, spread). Where the campaign measured
-    the trial's shipped builds after the search (:mod:`nas.search.finalize`, study user attribute
-    ``final_latency:<trial>``), those replace the search's figures for that profile: the tuned TVM library
-    (or, when it is only partly tuned, the ONNX file on ONNX Runtime) becomes ``latency[profile]`` and the
-    latency objective, ``final_latency[profile]`` holds both runtimes with their ratio, ``faster[profile]``
-    says which runtime is faster (e.g. "onnxruntime faster on host"), and the search's own figures move to
-    ``search_latency`` / ``search_objectives``. An untuned TVM time is never shown there.
-    """
-    names = [o.name for o in config.objectives]
-    entries = []
-    for trial in front_trials(study, config):
-        metrics = trial.user_attrs.get("metrics", {})
-        entry = {
-            "trial": trial.number,
-            "candidate": trial.user_attrs.get("candidate"),
-            "objectives": dict(zip(names, trial.values)),
-            "accuracy": metrics.get("accuracy"),
-            "size_bytes": metrics.get("size_bytes"),
-            "packed_bytes": metrics.get("packed_bytes"),
-            "peak_mem_mib": {p: peak_memory_mib(metrics, p) for p in config.profiles},
-            "num_params": metrics.get("num_params"),
-            "latency": dict(metrics.get("latency", {})),
-            "reference_latency": dict(metrics.get("reference_latency", {})),
-        }
-        final = study.user_attrs.get(f"final_latency:{trial.number}") or {}
-        if final:
-            entry.update(search_latency=metrics.get("latency", {}), search_objectives=dict(entry["objectives"]),
-                         final_latency={}, faster={})
-        for profile, record in final.items():
-            shown = record.get("tvm") or record["onnxruntime"]  # never the partly tuned TVM time
-            entry["latency"][profile] = shown
-            entry["reference_latency"][record["onnxruntime"]["backend"]] = record["onnxruntime"]
-            if f"latency_ms@{profile}" in entry["objectives"]:
-                entry["objectives"][f"latency_ms@{profile}"] = shown["median_ms"]
-            entry["final_latency"][profile] = {k: record.get(k) for k in ("tvm", "onnxruntime", "tvm_over_ort", "tvm_excluded", "onnx")}
-            entry["faster"][profile] = record.get("faster")
-        entries.append(entry)
-    reverse = config.objectives[0].direction == "maximize"
-    return sorted(entries, key=lambda e: e["objectives"][names[0]], reverse=reverse)
-
-
-def write_pareto_json(pareto: list[dict[str, Any]], path: Path) -> None:
-    Path(path).write_text(json.dumps(pareto, indent=2))
-
-
-def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that recorded metrics, in trial-number order, each candidate once.
-
-    A repeat (a sampler's second proposal of a finished candidate, told that trial's values without running,
-    user attribute ``repeat_of``) is left out: it would list one measured point twice.
-    """
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((t for t in trials if "metrics" in t.user_attrs and "repeat_of" not in t.user_attrs), key=lambda t: t.number)
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (and lists) as one level of dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    if isinstance(data, (list, tuple)):
-        flat = {}
-        for i, value in enumerate(data):
-            flat.update(flatten(value, f"{prefix}[{i}]"))
-        return flat
-    return {prefix: data}
-
-
-def peak_memory_mib(metrics: dict[str, Any], profile: str) -> float | None:
-    """Peak memory of a trial on ``profile`` in MiB, or None where the campaign did not compute it.
-
-    The figure is the feasibility check's ``peak_memory_bytes`` (:class:`nas.hardware.memory.Feasibility`:
-    SRAM on an MCU, weights at their stored width plus peak live activations elsewhere; estimated).
-    """
-    verdict = (metrics.get("feasibility") or {}).get(profile) or {}
-    value = verdict.get("peak_memory_bytes") or verdict.get("sram_bytes")  # trials from before peak_memory_bytes
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        return None
-    return float(value) / 2**20
-
-
-def fits_profile(trial: FrozenTrial, profile: str) -> bool:
-    """Whether the trial's student compiles for ``profile`` and fits its memory (True where nothing was checked)."""
-    verdict = (trial.user_attrs.get("metrics") or {}).get("feasibility", {}).get(profile)
-    return verdict is None or bool(verdict.get("is_feasible", True))
-
-
-def usable_on(trial: FrozenTrial, config: CampaignConfig, profile: str) -> bool:
-    """A model that can ship on ``profile``: it meets the campaign's own constraints and fits that device.
-
-    Unlike the trial's ``feasible`` (the search's verdict, over every profile the search targets), a
-    student too big for the MCU is still usable on the host.
-    """
-    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
-
-    names = {f"{_CONSTRAINTS_KEY}:{c.name}" for c in config.constraints}
-    meets = all(v <= 0 for k, v in trial.system_attrs.items() if k in names)
-    return meets and fits_profile(trial, profile)
-
-
 def axis_values(trial: FrozenTrial, profile: str) -> dict[str, float | None]:
     """The plotted quantities of a trial on ``profile``: accuracy, latency (ms), size of the shipped file (KiB),
     peak memory (MiB; None where not computed, see :func:`peak_memory_mib`)."""
-    metrics = trial.user_attrs["metrics"]
+    metrics = TrialRecord.from_trial(trial).metrics_dict
     latency = metrics.get("latency", {}).get(profile)
     size_bytes = metrics.get("size_bytes")
     return {
@@ -177,14 +61,15 @@ def front_numbers(trials: list[FrozenTrial], profile: str, cost: str) -> set[int
         Numbers of the non-dominated trials among those that recorded both values.
     """
     import numpy as np
-    from optuna.study._multi_objective import _is_pareto_front
+
+    from nas.search.optuna_private import is_pareto_front
 
     points = [(t.number, axis_values(t, profile)) for t in trials]
     points = [(n, v) for n, v in points if v["accuracy"] is not None and v[cost] is not None]
     if not points:
         return set()
     losses = np.array([[-v["accuracy"], v[cost]] for _, v in points], dtype=float)  # both minimised
-    on_front = _is_pareto_front(losses, assume_unique_lexsorted=False)
+    on_front = is_pareto_front(losses)
     return {n for (n, _), keep in zip(points, on_front) if keep}
 
 
@@ -208,7 +93,8 @@ def hypervolume_history(study: optuna.Study) -> dict[str, Any]:
         lists when fewer than one trial completed.
     """
     import numpy as np
-    from optuna._hypervolume import compute_hypervolume
+
+    from nas.search.optuna_private import compute_hypervolume
 
     trials = [t for t in complete_trials(study) if t.values is not None]
     if not trials:
@@ -217,7 +103,7 @@ def hypervolume_history(study: optuna.Study) -> dict[str, Any]:
     low, high = losses.min(axis=0), losses.max(axis=0)
     scaled = (losses - low) / np.where(high > low, high - low, 1.0)
     reference = np.full(losses.shape[1], 1.1)
-    volumes = [float(compute_hypervolume(scaled[: i + 1], reference)) for i in range(len(trials))]
+    volumes = [compute_hypervolume(scaled[: i + 1], reference) for i in range(len(trials))]
     return {"trial": [t.number for t in trials], "hypervolume": volumes, "reference_point": reference.tolist(), "scaled": True}
 
 
@@ -258,7 +144,8 @@ def trial_table(study: optuna.Study, config: CampaignConfig) -> list[dict[str, A
     best = {t.number for t in front_trials(study, config)}
     rows = []
     for trial in complete_trials(study):
-        metrics = trial.user_attrs["metrics"]
+        record = TrialRecord.from_trial(trial)
+        metrics = record.metrics_dict
         row: dict[str, Any] = {"trial": trial.number, "pareto": trial.number in best}
         row.update(dict(zip(names, trial.values)))
         row["accuracy"] = metrics.get("accuracy")
@@ -279,6 +166,6 @@ def trial_table(study: optuna.Study, config: CampaignConfig) -> list[dict[str, A
         if metrics.get("packed_bytes") is not None:
             row["packed_kib"] = metrics["packed_bytes"] / 1024
         row["num_params"] = metrics.get("num_params")
-        row.update(flatten(trial.user_attrs.get("candidate") or {}, "candidate"))
+        row.update(flatten(record.candidate or {}, "candidate"))
         rows.append(row)
     return rows

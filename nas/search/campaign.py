@@ -277,7 +277,7 @@ def _search(config: CampaignConfig, paths: CampaignPaths, study: optuna.Study, s
 def _summarise(config: CampaignConfig, paths: CampaignPaths, study: optuna.Study, tracker: Any,
                out: Output) -> list[dict[str, Any]]:
     """Tuning totals, ``pareto.json``, Pareto tags in MLflow and the parent run's end; returns the Pareto set."""
-    from nas.report.pareto import pareto_summary, write_pareto_json
+    from nas.search.pareto import pareto_summary, write_pareto_json
 
     tuning = tuning_totals(study)
     study.set_user_attr("tuning", tuning)

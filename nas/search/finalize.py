@@ -2,7 +2,7 @@
 
 During a search a trial's latency may be a predictor estimate ("estimated for tuned kernels") or an untuned
 TVM build: good enough to rank candidates, not what a deployment runs. :func:`finalize_front` takes the
-campaign's Pareto trials (:func:`nas.report.pareto.front_trials`) and, for every profile measured on this
+campaign's Pareto trials (:func:`nas.search.pareto.front_trials`) and, for every profile measured on this
 machine (``latency.method: local``), times the two runtimes that ship:
 
 - the TVM library exactly as ``nas select`` exports it (:func:`nas.export.export_tvm`), scheduled from the
@@ -88,7 +88,7 @@ def finalize_front(campaign_dir: str | Path, *, tune_trials: int, out: Output | 
     """
     from nas.hardware.profiles import load_profile
     from nas.hardware.tuning import TuningSettings
-    from nas.report.pareto import front_trials
+    from nas.search.pareto import front_trials
     from nas.search.campaign import load_study
 
     if tune_trials < 1:
@@ -204,7 +204,8 @@ def measure_shipped(model: torch.nn.Module, candidate: Candidate, profile: Hardw
     """
     import dataclasses
 
-    from nas.export import export_shipped_onnx, export_tvm
+    from nas.artefacts.tvm_library import export_tvm
+    from nas.export import export_shipped_onnx
 
     with tempfile.TemporaryDirectory(prefix="lightnas-final-") as tmp:
         onnx_path, onnx_facts = export_shipped_onnx(model, candidate.compression, seq_len, Path(tmp) / "model.onnx")
@@ -227,7 +228,7 @@ def time_shipped(library: Path, onnx_file: Path, profile: HardwareProfile, seq_l
     import numpy as np
     import tvm
 
-    from nas.export import load_tvm
+    from nas.artefacts.tvm_library import load_tvm
     from nas.hardware.backends import measurement_lock
     from nas.hardware.compile import quiet_native_stderr, set_tvm_threads
     from nas.hardware.measure import onnxruntime_session, summarize

@@ -112,7 +112,7 @@ class TrialMetrics:
 
 
 @functools.lru_cache(maxsize=2)
-def _teacher_state(teacher_dir: str) -> tuple[dict[str, torch.Tensor], int, int]:
+def teacher_state_of(teacher_dir: str) -> tuple[dict[str, torch.Tensor], int, int]:
     """The fine-tuned teacher's weights, layer and head count, read once per process (safetensors: no pickle)."""
     import json
     from pathlib import Path
@@ -202,7 +202,7 @@ def _build_student(candidate: Candidate, ctx: TrialContext) -> torch.nn.Module:
     from nas.models.vocab import most_frequent_tokens
 
     arch = candidate.architecture
-    teacher_state, teacher_layers, teacher_heads = _teacher_state(ctx.teacher_dir)
+    teacher_state, teacher_layers, teacher_heads = teacher_state_of(ctx.teacher_dir)
     kept = most_frequent_tokens(ctx.train.input_ids, arch.vocab_size) if arch.vocab_size else None
     return build_student(
         candidate, ctx.num_labels, teacher_state=teacher_state if candidate.distill.inherit else None,

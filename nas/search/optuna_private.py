@@ -2,10 +2,11 @@
 
 Optuna 5.0 is pinned by the project; when an upgrade breaks one of these, this is the only file to change.
 Each function names the private symbol it wraps. Nothing else in ``nas/`` should reach into ``optuna._*``,
-``optuna.study._*`` or a study's ``_storage`` (``tests/test_layout.py`` does not check this yet; grep does).
+``optuna.study._*`` or a study's ``_storage`` (``tests/test_layout.py`` checks it).
 
-``nas/report/pareto.py`` still imports ``_is_pareto_front``, ``_CONSTRAINTS_KEY`` and ``compute_hypervolume``
-directly (the report package was being edited in parallel, issue #17); it should call the wrappers here.
+Callers: the driver (:func:`frozen_trial`), tell and the sampler setup (:func:`stored_constraints_by_name`,
+:func:`stored_constraints`), the store's resume (:func:`fail_orphaned_trial`), the scheduler,
+:mod:`nas.search.pareto` and :mod:`nas.report.pareto` (:func:`is_pareto_front`, :func:`compute_hypervolume`).
 """
 
 from __future__ import annotations
