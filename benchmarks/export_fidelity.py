@@ -115,8 +115,12 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     model = train_candidate(candidate, ctx, seed).model.eval()  # the same student, as nas select rebuilds it
     torch_accuracy = accuracy(model, test)
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
-        card = {"campaign": "export-fidelity", "profile": profile.name, "trial": name, "candidate": candidate.to_dict(),
-                "size_bytes": metrics.size_bytes, "latency": metrics.latency[profile.name].to_dict()}
+        card = {"campaign": "export-fidelity", "campaign_dir": "(benchmark: no campaign folder)", "profile": profile.name,
+                "trial": name, "candidate": candidate.to_dict(), "size_bytes": metrics.size_bytes,
+                "latency": metrics.latency[profile.name].to_dict(), "reasons": ["a benchmark candidate (export_fidelity.py)"],
+                "steps": config.fidelity.steps, "finalized": False, "search_validation_accuracy": metrics.accuracy,
+                "validation_accuracy": metrics.accuracy, "test_accuracy": torch_accuracy, "test_size": len(test),
+                "mlflow": {"tracking_uri": "(none)", "campaign_run_id": None, "trial_run_id": None}}
         files = export_all(model, profile, Path(tmp), card, seq_len=config.max_seq_len, tuning=no_new, out=out)
         choice = type("Choice", (), {"latency": card["latency"]})()
         shipped = shipped_latency(files, profile, config, choice, out)["final_latency"]
