@@ -97,7 +97,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
     from nas.compress.quantize import onnxruntime_dynamic_int8, torch_dynamic_int8
     from nas.compress.recipe import CompressionRecipe
     from nas.compress.size import stored_size_bytes
-    from nas.hardware.measure import _export_onnx, onnxruntime_session
+    from nas.hardware.measure import write_onnx, onnxruntime_session
     from nas.train import TrainSettings, distil
 
     train, dev = data["train"], data["test"]
@@ -119,7 +119,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
             onnx_model: nn.Module | Path | None, **extra: Any) -> None:
         if isinstance(onnx_model, nn.Module):  # the same torch.export-based exporter measure_onnxruntime uses
             path = workdir / f"{name}-{len(rows)}.onnx"
-            _export_onnx(onnx_model, example, path)
+            write_onnx(onnx_model, example, path)
             onnx_model = path
         row = {"model": name, "method": method, "accuracy": round(accuracy, 4), "size_bytes": int(size_bytes),
                "size_ratio": round(fp32_bytes / size_bytes, 2), "seconds": round(time.perf_counter() - started, 1), **extra}
@@ -138,7 +138,7 @@ def benchmark_model(name: str, trained: nn.Module, data: dict[str, Any], teacher
 
     started = time.perf_counter()
     fp32_onnx, int8_onnx = workdir / f"{name}-fp32-src.onnx", workdir / f"{name}-int8.onnx"
-    _export_onnx(trained, example, fp32_onnx)
+    write_onnx(trained, example, fp32_onnx)
     onnxruntime_dynamic_int8(fp32_onnx, int8_onnx)
     add("int8 dynamic (onnxruntime)", session_accuracy(onnxruntime_session(int8_onnx, 2), dev), int8_bytes(trained, embeddings=True), started,
         None, int8_onnx, kernels="int8", artifact_bytes=int8_onnx.stat().st_size, fp32_artifact_bytes=fp32_onnx.stat().st_size)

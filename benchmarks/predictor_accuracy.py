@@ -110,7 +110,7 @@ def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path
 
     from nas.hardware.compile import build_relax, import_model
     from nas.hardware.graph import summarize_imported
-    from nas.hardware.measure import _export_onnx, measure_tvm, onnxruntime_session, time_onnxruntime
+    from nas.hardware.measure import write_onnx, measure_tvm, onnxruntime_session, time_onnxruntime
 
     model = bert_like(**shape, seq_len=seq_len)
     inputs = (torch.randint(0, 30522, (1, seq_len)), torch.ones(1, seq_len, dtype=torch.long))
@@ -128,7 +128,7 @@ def prepare_one(shape: dict, backends: list[str], seq_len: int, host, work: Path
             row["timers"][backend] = functools.partial(measure_tvm, compiled, inputs, host, number=number, warmup=1)
         else:
             path = work / "candidate.onnx"
-            _export_onnx(model, inputs, path)
+            write_onnx(model, inputs, path)
             onnx_bytes = path.read_bytes()
             path.unlink()
             one = time_onnxruntime(onnxruntime_session(onnx_bytes, host.resolved_cores()), inputs, host, repeats=3, number=1, warmup=2).min_ms

@@ -18,20 +18,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas.blockspec import ACTIVATIONS, BlockField, BlockSpec, block_class
 from nas.compress.recipe import CompressionRecipe
 
-BLOCK_TYPES = ("transformer", "conv", "bottleneck")
-ACTIVATIONS = ("gelu", "relu")
+__all__ = ["ACTIVATIONS", "Architecture", "BlockField", "BlockSpec", "Candidate", "DistillSettings", "PretrainSettings", "block_class"]
+
 PRETRAIN_OBJECTIVES = ("none", "mlm", "contrastive")
 CONTRASTIVE_TARGETS = ("dropout", "teacher")
-
-# Fields of each block type besides ``type``; anything else set on a BlockSpec is an error, so a
-# conditional parameter (heads of a conv block, say) can never silently ride along.
-BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
-    "transformer": ("heads", "head_size", "ffn_size", "activation"),
-    "conv": ("kernel_size", "ffn_size", "activation"),
-    "bottleneck": ("intra_size", "heads", "ffn_size", "n_ffn", "activation", "use_layernorm"),
-}
 
 
 def _from_fields(cls: type, data: dict[str, Any], what: str) -> Any:
@@ -40,93 +33,6 @@ def _from_fields(cls: type, data: dict[str, Any], what: str) -> Any:
     if unknown:
         raise ValueError(f"unknown {what} field(s) {unknown}; valid fields are {sorted(names)}")
     return cls(**data)
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One encoder layer: its block type and that type's own settings.
-
-    Fields a type does not use stay None (see ``BLOCK_FIELDS``); the defaults of the used ones are filled
-    in, so two specs that build the same block compare equal.
-
-    Args:
-        type: ``transformer`` (self-attention + FFN), ``conv`` (depthwise-separable 1-D conv over tokens
-            + FFN) or ``bottleneck`` (MobileBERT-style: project to ``intra_size``, attention and stacked
-            FFNs there, project back).
-        heads: Attention heads (transformer, bottleneck); ≥ 1.
-        head_size: Width of each head (transformer); None = ``hidden_size // heads``.
-        ffn_size: Inner width of the feed-forward network; ≥ 1.
-        activation: FFN activation, ``gelu`` or ``relu``.
-        kernel_size: Depthwise kernel over tokens (conv); odd, ≥ 1.
-        intra_size: Width inside a bottleneck block; its heads divide it.
-        n_ffn: Stacked FFNs inside a bottleneck block (MobileBERT uses 4); ≥ 1.
-        use_layernorm: Bottleneck normalisation: LayerNorm, or False for MobileBERT's NoNorm
-            (an element-wise ``x·γ + β``, cheaper on integer hardware).
-
-    Example:
-        >>> BlockSpec("conv", kernel_size=7, ffn_size=256).code
-        'c7f256'
-    """
-
-    type: str
-    heads: int | None = None
-    head_size: int | None = None
-    ffn_size: int | None = None
-    activation: str | None = None
-    kernel_size: int | None = None
-    intra_size: int | None = None
-    n_ffn: int | None = None
-    use_layernorm: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.type not in BLOCK_TYPES:
-            raise ValueError(f"block type must be one of {BLOCK_TYPES}, got {self.type!r}")
-        used = BLOCK_FIELDS[self.type]
-        stray = [f.name for f in dataclasses.fields(self) if f.name not in (*used, "type") and getattr(self, f.name) is not None]
-        if stray:
-            raise ValueError(f"a {self.type} block takes {list(used)}, not {stray}")
-        defaults = {"activation": "gelu", "n_ffn": 1, "use_layernorm": True}
-        for name, value in defaults.items():
-            if name in used and getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-        required = [n for n in used if n not in ("head_size",) and getattr(self, n) is None]
-        if required:
-            raise ValueError(f"a {self.type} block needs {required}")
-        for name in ("heads", "head_size", "ffn_size", "intra_size", "n_ffn", "kernel_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.kernel_size is not None and self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd so the output keeps the sequence length, got {self.kernel_size}")
-        if self.type == "bottleneck" and self.intra_size % self.heads:
-            raise ValueError(f"intra_size must be divisible by heads, got intra_size={self.intra_size}, heads={self.heads}")
-
-    def head_size_for(self, hidden_size: int) -> int:
-        """Width of each attention head in a residual stream of ``hidden_size``."""
-        if self.type == "transformer":
-            return self.head_size or hidden_size // self.heads
-        if self.type == "bottleneck":
-            return self.intra_size // self.heads
-        raise ValueError("a conv block has no attention heads")
-
-    @property
-    def code(self) -> str:
-        """Compact id: ``t4f512`` (transformer, heads, FFN), ``c7f256`` (conv, kernel), ``b128h4f256x2n``."""
-        act = "" if self.activation in (None, "gelu") else "r"
-        if self.type == "transformer":
-            return f"t{self.heads}{'' if self.head_size is None else 'd' + str(self.head_size)}f{self.ffn_size}{act}"
-        if self.type == "conv":
-            return f"c{self.kernel_size}f{self.ffn_size}{act}"
-        return f"b{self.intra_size}h{self.heads}f{self.ffn_size}x{self.n_ffn}{act}{'' if self.use_layernorm else 'n'}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **{n: getattr(self, n) for n in BLOCK_FIELDS[self.type] if getattr(self, n) is not None}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BlockSpec:
-        return _from_fields(cls, data, "BlockSpec")
 
 
 @dataclass(frozen=True)
@@ -154,8 +60,7 @@ class Architecture:
         if self.hidden_size < 8:
             raise ValueError(f"hidden_size must be >= 8, got {self.hidden_size=}")
         for i, block in enumerate(self.layers):
-            if block.type == "transformer" and block.head_size is None and self.hidden_size % block.heads:
-                raise ValueError(f"hidden_size must be divisible by n_heads (layer {i}), got {self.hidden_size=}, heads={block.heads}")
+            block_class(block.type).check_width(block, self.hidden_size, f"layer {i}")
         if self.embedding_size is not None and self.embedding_size < 1:
             raise ValueError(f"embedding_size must be >= 1, got {self.embedding_size=}")
         if self.vocab_size is not None and self.vocab_size < 8:

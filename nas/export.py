@@ -13,8 +13,6 @@ all into one folder::
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,23 +63,13 @@ def export_onnx(model: torch.nn.Module, seq_len: int, path: Path) -> Path:
     """
     import torch
 
+    from nas.hardware.measure import write_onnx
+
     example = (torch.ones(2, seq_len, dtype=torch.long), torch.ones(2, seq_len, dtype=torch.long))
     batch = torch.export.Dim("batch", min=1, max=4096)
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
-    old_levels = [lg.level for lg in loggers]
-    for lg in loggers:  # the exporter's per-op notes say nothing about this model
-        lg.setLevel(logging.ERROR)
-    model.eval()
-    try:
-        with warnings.catch_warnings():  # "axis name batch will not be used ...": both inputs share it, as meant
-            warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
-            torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, verbose=False,
-                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                              dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
-    finally:
-        for lg, level in zip(loggers, old_levels):
-            lg.setLevel(level)
-    return Path(path)
+    model.eval()  # left in eval mode, as callers expect
+    return write_onnx(model, example, path, input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}})
 
 
 def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, path: Path, *,
@@ -118,7 +106,7 @@ def export_tvm(model: torch.nn.Module, profile: HardwareProfile, seq_len: int, p
     cross = getattr(profile, "cross_compiler", None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if profile.latency.method == "local":
+    if profile.backend.measures_host:
         with quiet_native_stderr():  # "Scope Saving:" once per constant: noise
             compiled.executable.export_library(str(path))
         how = "host compiler"

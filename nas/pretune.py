@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from nas.errors import NasUserError
+from nas.hardware.workloads import shaped_student  # noqa: F401 - moved to nas.hardware; re-exported for callers
 from nas.output import Output
 
 if TYPE_CHECKING:
-    import torch
-
     from nas.candidate import Candidate
     from nas.hardware.tuning import TuningReport
 
@@ -42,30 +41,6 @@ def sample_candidates(space_name: str, n: int, seed: int = 0) -> list[Candidate]
     return list(seen.values())
 
 
-def shaped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
-    """The candidate's student with the shapes its recipe's structured pruning leaves (weights random).
-
-    Quantization does not change a TVM build's workloads (TVM 0.27 computes in fp32), and pruned shapes do
-    not depend on which heads or neurons go, so random weights and token batches give the real workloads.
-    """
-    import torch
-
-    from nas.compress.pipeline import compress_model
-    from nas.compress.recipe import CompressionRecipe
-    from nas.models.student import build_student
-
-    torch.manual_seed(0)
-    model = build_student(candidate, num_labels=2).eval()
-    recipe = candidate.compression
-    if recipe.prune_rate > 0 and recipe.prune_structure != "unstructured":
-        ids = torch.randint(1000, 2000, (8, seq_len))
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.zeros(8, dtype=torch.long)}
-        shape_only = CompressionRecipe(prune_rate=recipe.prune_rate, prune_structure=recipe.prune_structure,
-                                       prune_method="magnitude", prune_schedule="oneshot")
-        compress_model(model, shape_only, calibration_batches=[batch])
-    return model.eval()
-
-
 def pretune_space(space_name: str, profile_name: str, *, candidates: int = 20, seq_len: int = 64, seed: int = 0,
                   trials_per_task: int = 64, trials_global: int | None = None, out: Output | None = None) -> TuningReport:
     """Tune the distinct workloads of ``candidates`` students sampled from a space, for one local profile.
@@ -81,7 +56,7 @@ def pretune_space(space_name: str, profile_name: str, *, candidates: int = 20, s
 
     out = out or Output()
     profile = load_profile(profile_name)
-    if profile.latency.method != "local":
+    if not profile.backend.measures_host:
         raise NasUserError(f"profile {profile.name} is not measured on this machine (latency method "
                            f"{profile.latency.method!r}); tune for a local profile such as host.")
     chosen = sample_candidates(space_name, candidates, seed)

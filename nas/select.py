@@ -351,7 +351,7 @@ def shipped_latency(files: dict[str, str], profile: Any, config: CampaignConfig,
     """
     from nas.search.finalize import compare, summary_line, time_shipped
 
-    if profile.latency.method != "local":  # a device this machine cannot time: the search's labelled figure
+    if not profile.backend.measures_host:  # a device this machine cannot time: the search's labelled figure
         return {"latency": choice.latency}
     sidecar = json.loads(Path(files["tvm"] + ".json").read_text(encoding="utf-8"))
     backend = "onnxruntime-int8" if "int8" in json.loads(Path(files["selection"]).read_text(encoding="utf-8"))["onnx"]["compute"] else "onnxruntime"
@@ -375,14 +375,14 @@ def check_parity(files: dict[str, str], split: Any, torch_accuracy: float, profi
     """
     from nas.artefacts.parity import PARITY_POINTS, ArtefactScore, score_without_lightnas, tvm_accuracy
 
-    threads = profile.resolved_cores() if profile.latency.method == "local" else 1
+    threads = profile.resolved_cores() if profile.backend.measures_host else 1
     out.info(f"parity: scoring the shipped files on the test split ({len(split)} sentences) against torch")
     try:
         scores = score_without_lightnas(split, onnx=Path(files["onnx"]), hf=Path(files["huggingface"]), threads=threads)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         scores = [ArtefactScore(kind, files[key], None, None, f"{type(exc).__name__}: {exc}"[:500])
                   for kind, key in (("onnx", "onnx"), ("hf", "huggingface"))]
-    if profile.latency.method == "local":
+    if profile.backend.measures_host:
         try:
             scores.append(tvm_accuracy(Path(files["tvm"]), split))
         except Exception as exc:  # a library that does not load or run is reported, like the others
@@ -398,7 +398,7 @@ def check_parity(files: dict[str, str], split: Any, torch_accuracy: float, profi
                 disagreeing.append(score.artefact)
                 warnings_.append(f"{score.artefact} ({score.path}) scores {score.accuracy:.4f} on the test split, "
                                  f"{entry['delta_points']:+.2f} points from torch's {torch_accuracy:.4f} (limit {PARITY_POINTS:g})")
-        elif score.artefact != "tvm" or profile.latency.method == "local":  # not scored: say why
+        elif score.artefact != "tvm" or profile.backend.measures_host:  # not scored: say why
             warnings_.append(f"{score.artefact} ({score.path}) could not be scored: {score.error}")
         artefacts[score.artefact] = entry
     for text in warnings_:

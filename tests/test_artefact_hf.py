@@ -11,19 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.artefacts.hf_folder import MODELING_FILES, standalone_source
-from nas.candidate import Architecture, BlockSpec, Candidate
+from nas.artefacts.hf_folder import modeling_files, standalone_source
+from nas.candidate import Architecture, Candidate
 from nas.compress.pipeline import compress_model
 from nas.compress.quantize import quantizable_modules
 from nas.compress.recipe import CompressionRecipe
-from nas.models.blocks import list_blocks
+from nas.models.blocks import example_spec, list_blocks
 from nas.models.student import build_student
 
-SPEC_OF = {
-    "transformer": BlockSpec("transformer", heads=2, ffn_size=64),
-    "conv": BlockSpec("conv", kernel_size=3, ffn_size=64),
-    "bottleneck": BlockSpec("bottleneck", intra_size=16, heads=2, ffn_size=32, n_ffn=2, use_layernorm=False),
-}
+SPEC_OF = {name: example_spec(name) for name in list_blocks()}  # every registered block type
 KEPT = [0, 100, 101, 102, 103, *range(1000, 1015)]  # [PAD], [UNK], [CLS], [SEP], [MASK] and 15 words
 
 # A child Python that cannot import lightnas: loads each folder with the Auto classes, writes its logits.
@@ -73,7 +69,6 @@ def _calibration():
 
 def _pruned_trimmed_student():
     """One block of every registered type, a factorised and trimmed vocabulary, and neuron-pruned FFNs."""
-    assert set(SPEC_OF) == set(list_blocks()), "give the new block type a spec in SPEC_OF"
     torch.manual_seed(0)
     arch = Architecture(32, tuple(SPEC_OF[name] for name in list_blocks()), embedding_size=8, vocab_size=len(KEPT))
     model = build_student(Candidate(arch), num_labels=3, kept_token_ids=KEPT, max_positions=32)
@@ -118,7 +113,7 @@ def test_exported_folder_loads_without_lightnas_and_gives_the_students_logits(ex
     model, folder, loaded = folders[name]
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "student.StudentForSequenceClassification"
-    assert {p.name for p in folder.glob("*.py")} == set(MODELING_FILES.values())
+    assert {p.name for p in folder.glob("*.py")} == set(modeling_files().values())
     assert loaded["class"].startswith("transformers_modules.")  # the folder's copy, not lightnas
     with torch.no_grad():
         # stored codes rebuild the fake-quantized weights to ≤ 1e-6 of each tensor's max |w| (exact in practice)
@@ -175,9 +170,10 @@ def test_copied_modeling_files_import_nothing_transformers_would_refuse(tmp_path
 
     from transformers.dynamic_module_utils import get_imports
 
-    for module_name, file_name in MODELING_FILES.items():
+    copied = modeling_files()
+    for module_name, file_name in copied.items():
         source = Path(importlib.util.find_spec(module_name).origin).read_text()
-        (tmp_path / file_name).write_text(standalone_source(source, module_name))
+        (tmp_path / file_name).write_text(standalone_source(source, module_name, copied))
         assert "nas" not in get_imports(tmp_path / file_name), file_name
 
 

@@ -166,13 +166,13 @@ def test_onnx_file_gives_the_same_figures(saved_models, tmp_path):
 
     from nas.bench import run_bench, single_output
     from nas.candidate import Candidate
-    from nas.hardware.measure import _export_onnx
+    from nas.hardware.measure import write_onnx
     from nas.models.student import count_params, register_with_auto_classes
 
     register_with_auto_classes()
     model = single_output(AutoModelForSequenceClassification.from_pretrained(saved_models["student"]).eval())
     ids = torch.randint(0, 100, (1, SEQ_LEN))
-    _export_onnx(model, (ids, torch.ones_like(ids)), tmp_path / "student.onnx")
+    write_onnx(model, (ids, torch.ones_like(ids)), tmp_path / "student.onnx")
     result = run_bench(tmp_path / "student.onnx", ["host"], seq_len=SEQ_LEN, repeats=2,
                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert result.kind == "onnx"

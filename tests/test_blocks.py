@@ -7,17 +7,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.candidate import Architecture, BlockSpec, Candidate
-from nas.models.blocks import BLOCKS, create_block, list_blocks
+from nas.models.blocks import Block, block_class, create_block, example_spec, list_blocks, register_block
 from nas.models.embeddings import Embeddings
 from nas.models.student import build_student, count_flops, count_params, trim_vocabulary_
 from nas.models.vocab import coverage, most_frequent_tokens, token_map_for
 
-# One representative spec per registered block type; a new block type must add one here.
-SPECS = {
-    "transformer": BlockSpec("transformer", heads=4, ffn_size=96, activation="relu"),
-    "conv": BlockSpec("conv", kernel_size=5, ffn_size=80),
-    "bottleneck": BlockSpec("bottleneck", intra_size=24, heads=2, ffn_size=40, n_ffn=3, use_layernorm=False),
-}
+# Every registered block type's own example, plus variants that set the non-default settings of the first types.
+SPECS = {name: example_spec(name) for name in list_blocks()}
+VARIANTS = [
+    BlockSpec("transformer", heads=4, ffn_size=96, activation="relu"),
+    BlockSpec("conv", kernel_size=5, ffn_size=80),
+    BlockSpec("bottleneck", intra_size=24, heads=2, ffn_size=40, n_ffn=3, use_layernorm=False),
+]
+ALL = [*SPECS.values(), *VARIANTS]
 HIDDEN, LENGTH = 32, 10
 
 
@@ -29,8 +31,13 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def test_every_registered_block_has_a_spec():
-    assert sorted(SPECS) == list_blocks()
+def test_every_registered_block_declares_what_the_registry_needs():
+    for name in list_blocks():
+        cls = block_class(name)
+        assert cls.block_type == name and set(cls.example) <= set(cls.fields)
+        assert SPECS[name].code and SPECS[name].code not in {SPECS[other].code for other in SPECS if other != name}
+    with pytest.raises(TypeError, match="must define code, count_params, count_flops, inherit, fields, example, supernet_keys"):
+        register_block("half")(type("Half", (Block,), {}))
 
 
 def _masks(batch=2, length=LENGTH, cut=7):
@@ -40,26 +47,26 @@ def _masks(batch=2, length=LENGTH, cut=7):
     return attention_mask, additive, attention_mask[:, :, None].float()
 
 
-@pytest.mark.parametrize("block_type", list_blocks())
-def test_block_shapes_and_gradient_reaches_every_parameter(block_type):
+@pytest.mark.parametrize("spec", ALL, ids=lambda s: s.code)
+def test_block_shapes_and_gradient_reaches_every_parameter(spec):
     torch.manual_seed(0)
-    block = create_block(SPECS[block_type], HIDDEN).train()
+    block = create_block(spec, HIDDEN).train()
     _, additive, token_mask = _masks()
     x = torch.randn(2, LENGTH, HIDDEN, requires_grad=True)
     out, probs = block(x, additive, token_mask)
     assert out.shape == x.shape and torch.isfinite(out).all()
-    if BLOCKS[block_type].has_attention:
-        assert probs.shape == (2, SPECS[block_type].heads, LENGTH, LENGTH)
-        torch.testing.assert_close(probs.sum(-1), torch.ones(2, SPECS[block_type].heads, LENGTH))
+    if block_class(spec.type).has_attention:
+        assert probs.shape == (2, spec.heads, LENGTH, LENGTH)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, spec.heads, LENGTH))
     else:
         assert probs is None
     out.sum().backward()
     assert [n for n, p in block.named_parameters() if p.grad is None or p.grad.abs().sum() == 0] == []
 
 
-@pytest.mark.parametrize("block_type", list_blocks())
-def test_param_and_flop_formulas_match_the_module(block_type):
-    spec, cls = SPECS[block_type], BLOCKS[block_type]
+@pytest.mark.parametrize("spec", ALL, ids=lambda s: s.code)
+def test_param_and_flop_formulas_match_the_module(spec):
+    cls = block_class(spec.type)
     block = create_block(spec, HIDDEN).eval()
     assert cls.count_params(spec, HIDDEN) == sum(p.numel() for p in block.parameters())
     for length in (LENGTH, 17):
@@ -69,10 +76,10 @@ def test_param_and_flop_formulas_match_the_module(block_type):
         assert cls.count_flops(spec, HIDDEN, length) == counter.get_total_flops()
 
 
-@pytest.mark.parametrize("block_type", list_blocks())
-def test_padding_does_not_change_a_block_at_real_tokens(block_type):
+@pytest.mark.parametrize("spec", ALL, ids=lambda s: s.code)
+def test_padding_does_not_change_a_block_at_real_tokens(spec):
     torch.manual_seed(0)
-    block = create_block(SPECS[block_type], HIDDEN).eval()
+    block = create_block(spec, HIDDEN).eval()
     x = torch.randn(1, LENGTH, HIDDEN)
     _, additive, token_mask = _masks(batch=1, cut=6)
     padded, _ = block(x, additive, token_mask)
@@ -114,7 +121,7 @@ def test_most_frequent_tokens_keeps_specials_and_the_commonest_ids():
 
 def test_trimmed_student_gives_the_same_logits_inside_the_kept_vocabulary():
     torch.manual_seed(0)
-    arch = Architecture(HIDDEN, (SPECS["transformer"], SPECS["conv"]), embedding_size=16)
+    arch = Architecture(HIDDEN, (VARIANTS[0], VARIANTS[1]), embedding_size=16)
     model = build_student(Candidate(arch), num_labels=2, max_positions=32)
     corpus = torch.randint(1000, 1200, (40, 12))
     kept = most_frequent_tokens(corpus, 60)

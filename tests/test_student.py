@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.candidate import Architecture, BlockSpec, Candidate
-from nas.models.blocks import list_blocks
+from nas.candidate import Architecture, Candidate
+from nas.models.blocks import example_spec, list_blocks
 from nas.models.student import StudentForSequenceClassification, build_student, teacher_layer_for
 from nas.train import TrainSettings, distil
 
 TINY = Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128)
-ONE_OF_EACH = {
-    "transformer": BlockSpec("transformer", heads=2, ffn_size=64),
-    "conv": BlockSpec("conv", kernel_size=3, ffn_size=64),
-    "bottleneck": BlockSpec("bottleneck", intra_size=16, heads=2, ffn_size=32, n_ffn=2, use_layernorm=False),
-}
+ONE_OF_EACH = {name: example_spec(name) for name in list_blocks()}  # every registered block type
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,3 +145,6 @@ def test_neuron_pruned_student_of_every_block_type_survives_save_and_reload(tmp_
     model.save_pretrained(tmp_path)
     again = StudentForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(again(ids, mask), model.eval()(ids, mask))
+    # the architecture itself (candidate key, formulas) tells the pruned widths, through the block's pruned_settings
+    per_layer = [max(m.intermediate.dense.out_features for n, m in ffn_blocks(model) if f"layer.{i}." in n + ".") for i in range(2)]
+    assert [b.ffn_size for b in again.config.arch.layers] == per_layer

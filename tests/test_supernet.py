@@ -13,10 +13,12 @@ from conftest import small_campaign_dict
 
 from nas.candidate import Architecture, BlockSpec, Candidate
 from nas.data.tokenize import TokenizedSplit
+from nas.models.blocks import block_class, list_blocks
 from nas.supernet import (
     Supernet,
     SupernetSettings,
     SupernetSpec,
+    elastic_blocks,
     extract_student,
     init_from_teacher,
     load_supernet,
@@ -66,7 +68,7 @@ def _synthetic_split(n: int = 192, seq_len: int = 16, seed: int = 0) -> tuple[To
 # ---------------------------------------------------------------------------------------------- exactness
 
 
-@pytest.mark.parametrize("block_types", [("transformer",), ("conv",), ("transformer", "conv")])
+@pytest.mark.parametrize("block_types", [(t,) for t in elastic_blocks()] + [tuple(elastic_blocks())])
 def test_subnet_sliced_from_supernet_computes_what_the_supernet_computes(block_types):
     spec = SupernetSpec(**{**TINY.to_dict(), "block_types": block_types})
     net = _perturbed(spec)
@@ -168,6 +170,19 @@ def test_spec_from_the_default_space_covers_its_elastic_dimensions():
     spec = SupernetSpec.from_space(load_space("default"), num_labels=2, max_positions=64)
     assert (spec.max_layers, spec.max_hidden, spec.max_ffn, spec.max_kernel) == (4, 256, 1024, 7)
     assert spec.block_types == ("transformer", "conv") and spec.heads == (2, 4)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("block_type", [t for t in list_blocks() if t not in elastic_blocks()])
+def test_a_block_type_without_a_supernet_branch_is_refused_by_name(block_type):
+    """A type whose block declares no supernet branch (``supernet_keys = None``) is refused, not mis-sliced."""
+    from nas.errors import NasUserError
+    from nas.search.space import SearchSpace
+
+    blocks = {"type": {"type": "categorical", "choices": [block_type]}, block_type: block_class(block_type).example}
+    space = SearchSpace.model_validate({"name": "s", "architecture": {"n_layers": 2, "hidden_size": 32, "blocks": blocks}})
+    with pytest.raises(NasUserError, match=f"blocks.type '{block_type}' has no supernet branch.*fidelity.scorer: standalone"):
+        SupernetSpec.from_space(space, num_labels=2, max_positions=64)
 
 
 @pytest.mark.bad_input

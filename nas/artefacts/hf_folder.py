@@ -1,8 +1,8 @@
 """The exported Hugging Face folder: loads with stock ``transformers`` and ``trust_remote_code=True``, no lightnas.
 
 ``save_pretrained`` writes the config and weights; the student's modeling code then goes into the folder as
-flat files (``student.py``, ``blocks.py``, ``embeddings.py``, ``stored.py``, ``candidate.py``,
-``recipe.py``) and ``config.json`` gets an ``auto_map`` pointing the Auto classes at them. With the recipe
+flat files (``student.py``, ``blocks.py`` and each block type's ``block_<name>.py``, ``embeddings.py``,
+``stored.py``, ``candidate.py``, ``blockspec.py``, ``recipe.py``) and ``config.json`` gets an ``auto_map`` pointing the Auto classes at them. With the recipe
 of a quantized student, its quantized weights are saved as their codes (:func:`stored_copy`,
 :mod:`nas.models.stored`) and rebuilt in float32 when the folder's model runs. ``transformers`` (5.x) imports such
 files as one package, so sibling imports must be relative, and it refuses a file that imports a package
@@ -41,9 +41,29 @@ MODELING_FILES = {
     "nas.models.blocks": "blocks.py",
     "nas.models.embeddings": "embeddings.py",
     "nas.candidate": "candidate.py",
+    "nas.blockspec": "blockspec.py",
     "nas.compress.recipe": "recipe.py",
     "nas.models.stored": "stored.py",
 }
+
+
+def modeling_files() -> dict[str, str]:
+    """:data:`MODELING_FILES` plus every registered block type's own file (``block_<name>.py``)."""
+    from nas.models.blocks import block_class, list_blocks
+
+    blocks = {block_class(name).__module__ for name in list_blocks()}
+    return {**MODELING_FILES, **{m: f"{m.rpartition('.')[2]}.py" for m in sorted(blocks)}}
+
+
+def _block_imports() -> str:
+    """Lines that make the folder's ``blocks.py`` import each block file (transformers copies only the
+    files a relative import names; lightnas finds them by their ``block_`` prefix instead)."""
+    from nas.models.blocks import block_class, list_blocks
+
+    classes = [block_class(name) for name in list_blocks()]
+    return "".join(f"from .{c.__module__.rpartition('.')[2]} import {c.__name__}  # noqa: E402,F401 - registers it\n" for c in classes)
+
+
 AUTO_MAP = {
     "AutoConfig": "student.StudentConfig",
     "AutoModelForSequenceClassification": "student.StudentForSequenceClassification",
@@ -90,10 +110,12 @@ def write_hf_folder(model: torch.nn.Module, folder: str | Path, *, recipe: Compr
         warnings.warn(f"{len(kept)} quantized weight(s) are saved as float32 in {folder}: "
                       + "; ".join(f"{name}: {why}" for name, why in sorted(kept.items())), UserWarning, stacklevel=2)
     model.save_pretrained(folder, safe_serialization=True)
-    for module_name, file_name in MODELING_FILES.items():
+    copied = modeling_files()
+    for module_name, file_name in copied.items():
         origin = importlib.util.find_spec(module_name).origin
         source = Path(origin).read_text(encoding="utf-8")
-        (folder / file_name).write_text(standalone_source(source, module_name), encoding="utf-8")
+        text = standalone_source(source, module_name, copied)
+        (folder / file_name).write_text(text + (_block_imports() if module_name == "nas.models.blocks" else ""), encoding="utf-8")
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["auto_map"] = AUTO_MAP
@@ -180,20 +202,23 @@ def _lightnas_module(node: ast.AST) -> str | None:
     return next((n for n in names if n == "nas" or n.startswith("nas.")), None)
 
 
-def standalone_source(source: str, module_name: str) -> str:
+def standalone_source(source: str, module_name: str, copied: dict[str, str] | None = None) -> str:
     """``source`` of lightnas module ``module_name`` rewritten to import nothing of lightnas (see module doc).
+
+    ``copied``: the modules copied into the folder, module → file (default :data:`MODELING_FILES`).
 
     Raises:
         RuntimeError: A lightnas import that is neither of a copied module nor inside a droppable top-level
             function (the folder could not load without lightnas).
     """
+    copied = MODELING_FILES if copied is None else copied
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     edits: list[tuple[int, int, list[str]]] = []  # (first line, last line, replacement), 1-based inclusive
     dropped = []
     for top in tree.body:
         imports = [(n, m) for n in ast.walk(top) if (m := _lightnas_module(n))]
-        foreign = [m for n, m in imports if isinstance(n, ast.Import) or m not in MODELING_FILES]
+        foreign = [m for n, m in imports if isinstance(n, ast.Import) or m not in copied]
         if foreign and isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef)):
             first = min([top.lineno] + [d.lineno for d in top.decorator_list])
             edits.append((first, top.end_lineno, []))
@@ -204,7 +229,7 @@ def standalone_source(source: str, module_name: str) -> str:
         else:
             for node, module in imports:
                 line = lines[node.lineno - 1]
-                relative = line.replace(f"from {module} import", f"from .{Path(MODELING_FILES[module]).stem} import", 1)
+                relative = line.replace(f"from {module} import", f"from .{Path(copied[module]).stem} import", 1)
                 if relative == line:
                     raise RuntimeError(f"{module_name} line {node.lineno}: cannot rewrite {line.strip()!r}")
                 edits.append((node.lineno, node.lineno, [relative]))

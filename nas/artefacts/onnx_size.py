@@ -163,9 +163,9 @@ def initializer_bytes(model: torch.nn.Module, recipe: CompressionRecipe, seq_len
 
 def graph_bytes(model: torch.nn.Module, recipe: CompressionRecipe) -> int:
     """The measured graph bytes (:data:`GRAPH_BYTES`) of this student's blocks under ``recipe``."""
-    from nas.models.blocks import BLOCKS
+    from nas.models.blocks import Block
 
-    blocks = [m.block_type for m in model.modules() if isinstance(m, tuple(BLOCKS.values()))]
+    blocks = [m.block_type for m in model.modules() if isinstance(m, Block)]
     table = GRAPH_BYTES.get(matmul_route(recipe)) or GRAPH_BYTES["int8-r"]
     per_layer = [table.get(t, max(v for k, v in table.items() if k != "fixed")) for t in blocks]
     return table["fixed"] + sum(per_layer)
@@ -222,11 +222,10 @@ def _graph_bytes_of_export(block: Any, n_layers: int, recipe: CompressionRecipe,
 
 def measure_graph_bytes() -> dict[str, dict[str, int]]:
     """A fresh :data:`GRAPH_BYTES`: layers 1 and 2 of each block type under each calibration recipe."""
-    from nas.candidate import BlockSpec
     from nas.compress.recipe import CompressionRecipe
+    from nas.models.blocks import example_spec, list_blocks
 
-    blocks = {"transformer": BlockSpec("transformer", heads=2, ffn_size=256), "conv": BlockSpec("conv", kernel_size=3, ffn_size=256),
-              "bottleneck": BlockSpec("bottleneck", heads=2, intra_size=64, ffn_size=128, n_ffn=2)}
+    blocks = {name: example_spec(name) for name in list_blocks()}  # each type's own example (the table was measured on wider ones)
     table: dict[str, dict[str, int]] = {}
     for route, (bits, scheme) in CALIBRATION_RECIPES.items():
         recipe = CompressionRecipe(weight_bits=bits, quant_scheme=scheme)

@@ -488,6 +488,19 @@ def _check_indices(to_remove: Mapping[int, Sequence[int]], counts: list[int], wh
     return cleaned
 
 
+def _units_to_remove(model: nn.Module, explicit: Mapping[int, Sequence[int]] | None, what: str, counts: list[int],
+                     groups: list, rate: float | None, importance: str, scope: str, batches: Iterable[Any] | None,
+                     loss_fn: LossFn | None) -> dict[int, list[int]]:
+    """The checked ``{block: [unit]}`` to remove: ``explicit``, or the least important ``rate`` share of ``groups``
+    (``(consumer, producers, unit size)`` per block, :func:`_group_scores`); heads and neurons differ only there."""
+    if rate is not None:
+        rate = check_rate(rate)
+        if scope not in STRUCTURED_SCOPES:
+            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
+        explicit = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
+    return _check_indices(explicit, counts, what)
+
+
 def _keep_index(n_groups: int, removed: Sequence[int], size: int, device: torch.device) -> torch.Tensor:
     """Flat indices of the rows/columns that survive when ``removed`` groups of ``size`` are dropped."""
     dropped = set(removed)
@@ -531,16 +544,8 @@ def prune_heads_(
     _check_structured_choice(heads_to_remove, rate, "heads_to_remove")
     blocks = attention_blocks(model, head_size)
     counts = [block.n_heads for block in blocks]
-    if rate is not None:
-        rate = check_rate(rate)
-        if scope not in STRUCTURED_SCOPES:
-            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
-        groups = [
-            (b.module.output.dense, [b.module.self.query, b.module.self.key, b.module.self.value], b.head_size)
-            for b in blocks
-        ]
-        heads_to_remove = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
-    removed = _check_indices(heads_to_remove, counts, "heads_to_remove")
+    groups = [(b.module.output.dense, [b.module.self.query, b.module.self.key, b.module.self.value], b.head_size) for b in blocks]
+    removed = _units_to_remove(model, heads_to_remove, "heads_to_remove", counts, groups, rate, importance, scope, batches, loss_fn)
     for index, block in enumerate(blocks):
         heads = removed.get(index, [])
         if not heads:
@@ -568,10 +573,9 @@ def prune_ffn_neurons_(
     batches: Iterable[Any] | None = None,
     loss_fn: LossFn | None = None,
 ) -> dict[int, list[int]]:
-    """Remove FFN neurons: rows of ``intermediate.dense`` and columns of the block's ``output.dense``.
-
-    Each removed neuron in a layer of width ``H`` takes ``2·H + 1`` parameters (a row and its bias, a
-    column). Parameters are replaced, so build optimisers and masks after this call.
+    """Remove FFN neurons: rows of ``intermediate.dense``, columns of ``output.dense`` (and, through the
+    block's ``keep_ffn_units_(keep)`` when it has one, any other per-neuron tensor). Parameters are
+    replaced, so build optimisers and masks after this call.
 
     Args:
         model: A BERT-protocol model (see the module docstring), pruned in place.
@@ -589,17 +593,12 @@ def prune_ffn_neurons_(
     _check_structured_choice(neurons_to_remove, rate, "neurons_to_remove")
     blocks = [module for _, module in ffn_blocks(model)]
     counts = [block.intermediate.dense.out_features for block in blocks]
-    if rate is not None:
-        rate = check_rate(rate)
-        if scope not in STRUCTURED_SCOPES:
-            raise NasUserError(f"scope={scope!r} is not a structured scope; choose one of {', '.join(STRUCTURED_SCOPES)}.")
-        groups = [(b.output.dense, [b.intermediate.dense], 1) for b in blocks]
-        neurons_to_remove = _choose_lowest(_group_scores(model, groups, importance, batches, loss_fn), rate, scope)
-    removed = _check_indices(neurons_to_remove, counts, "neurons_to_remove")
+    groups = [(b.output.dense, [b.intermediate.dense], 1) for b in blocks]
+    removed = _units_to_remove(model, neurons_to_remove, "neurons_to_remove", counts, groups, rate, importance, scope, batches, loss_fn)
     for index, block in enumerate(blocks):
-        neurons = removed.get(index, [])
-        if neurons:
+        if neurons := removed.get(index, []):
             keep = _keep_index(counts[index], neurons, 1, block.intermediate.dense.weight.device)
             block.intermediate.dense = _shrunk_linear(block.intermediate.dense, keep, dim=0)
             block.output.dense = _shrunk_linear(block.output.dense, keep, dim=1)
+            getattr(block, "keep_ffn_units_", lambda keep: None)(keep)  # other per-neuron tensors (a depthwise conv)
     return {index: removed.get(index, []) for index in range(len(blocks))}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.compress.prune import run_batch
+from nas.compress.schemes import SCHEMES, scheme_of
 from nas.errors import MissingDependencyError, NasUserError
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 INT_BITS = range(2, 9)
 FLOAT_BITS = (16, 32)
-SCHEMES = ("asymmetric", "symmetric", "log", "kmeans")
 OBSERVER_MODES = ("minmax", "percentile")
 _KMEANS_FIT_VALUES = 1 << 18
 
@@ -55,9 +55,8 @@ def check_bits(bits: int, name: str = "bits", *, allow_float: bool = True) -> in
 
 
 def check_scheme(scheme: str) -> str:
-    """Return ``scheme`` or raise :class:`NasUserError` unless it is one of :data:`SCHEMES`."""
-    if scheme not in SCHEMES:
-        raise NasUserError(f"scheme={scheme!r} is not a quantization scheme; choose one of {', '.join(SCHEMES)}.")
+    """Return ``scheme`` or raise :class:`NasUserError` unless it is registered in :data:`~nas.compress.schemes.SCHEMES`."""
+    scheme_of(scheme)
     return scheme
 
 
@@ -151,14 +150,9 @@ class QuantizedTensor:
 
     def codes(self) -> torch.Tensor:
         """Codes shifted into ``[0, 2^b)`` as uint8, ready for :func:`nas.compress.size.pack_bits`."""
-        if self.scheme in ("asymmetric", "kmeans"):
-            return self.q.to(torch.uint8)
-        if self.scheme == "symmetric":
-            return (self.q.to(torch.int16) + (2 ** (self.bits - 1) - 1)).to(torch.uint8)
-        if self.scheme == "log":  # sign bit on top of the exponent code
-            magnitude = self.q.abs().to(torch.int16)
-            return (magnitude + (self.q < 0).to(torch.int16) * 2 ** (self.bits - 1)).to(torch.uint8)
-        raise ValueError(f"{self.scheme} tensors are not integer codes")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"{self.scheme} tensors are not integer codes")
+        return scheme_of(self.scheme).codes(self)
 
 
 def _reduce_dims(x: torch.Tensor, axis: int | None) -> tuple[int, ...] | None:
@@ -278,17 +272,17 @@ def kmeans_quantize(x: torch.Tensor, bits: int, *, iters: int = 20) -> Quantized
     best_codebook, best_mse = None, math.inf
     for codebook in (ranked[positions].clone(), torch.linspace(float(ranked[0]), float(ranked[-1]), k)):
         codebook = _lloyd(sample, codebook, iters)
-        mse = float((codebook[_nearest(sample, codebook)] - sample).pow(2).mean())
+        mse = float((codebook[nearest_centroid(sample, codebook)] - sample).pow(2).mean())
         if mse < best_mse:
             best_codebook, best_mse = codebook, mse
-    q = _nearest(flat, best_codebook).to(torch.uint8).view_as(x)
+    q = nearest_centroid(flat, best_codebook).to(torch.uint8).view_as(x)
     return QuantizedTensor(q, None, None, bits, "kmeans", None, best_codebook)
 
 
 def _lloyd(flat: torch.Tensor, codebook: torch.Tensor, iters: int) -> torch.Tensor:
     k = codebook.numel()
     for _ in range(iters):
-        index = _nearest(flat, codebook)
+        index = nearest_centroid(flat, codebook)
         sums = torch.zeros(k).index_add_(0, index, flat)
         counts = torch.bincount(index, minlength=k).float()
         updated = torch.where(counts > 0, sums / counts.clamp(min=1), codebook)
@@ -298,7 +292,7 @@ def _lloyd(flat: torch.Tensor, codebook: torch.Tensor, iters: int) -> torch.Tens
     return codebook
 
 
-def _nearest(values: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+def nearest_centroid(values: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest centroid for each value, via the sorted centroids' midpoints (O(N log K))."""
     order = torch.argsort(codebook, stable=True)
     ranked = codebook[order]
@@ -310,27 +304,23 @@ def dequantize(qt: QuantizedTensor) -> torch.Tensor:
     """Float32 values the codes stand for (the inverse of the quantize functions, up to rounding)."""
     if qt.scheme == "float16":
         return qt.q.float()
-    if qt.scheme == "asymmetric":
-        return qt.q.float() * qt.scale + qt.xmin  # = Q / (2^b − 1) · (xmax − xmin) + xmin
-    if qt.scheme == "symmetric":
-        return qt.q.float() * qt.scale
-    if qt.scheme == "log":
-        code = qt.q.float()
-        return torch.where(code == 0, torch.zeros_like(code), torch.sign(code) * qt.scale * torch.exp2(code.abs()))
-    if qt.scheme == "kmeans":
-        return qt.codebook[qt.q.long()]
-    raise ValueError(f"unknown scheme {qt.scheme!r}")
+    if qt.scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {qt.scheme!r}")
+    return scheme_of(qt.scheme).dequantize(qt)
 
 
-def quantize_tensor(x: torch.Tensor, bits: int, *, scheme: str = "asymmetric", per_channel: bool = True) -> QuantizedTensor:
-    """Quantize with any scheme by name; ``per_channel`` means axis 0 (ignored by ``kmeans``)."""
-    scheme = check_scheme(scheme)
+def quantize_tensor(
+    x: torch.Tensor, bits: int, *, scheme: str = "asymmetric", per_channel: bool = True, iters: int = 20
+) -> QuantizedTensor:
+    """Quantize with any scheme by name; ``per_channel`` means axis 0 (ignored by ``kmeans``), ``bits=16`` casts.
+
+    ``iters`` are the fitting iterations of schemes that fit their levels (``kmeans``' Lloyd steps).
+    """
+    entry = scheme_of(scheme)
     axis = 0 if per_channel and x.dim() > 1 else None
-    if scheme in ("asymmetric", "symmetric") or bits == 16:
-        return linear_quantize(x, bits, symmetric=scheme == "symmetric", axis=axis)
-    if scheme == "log":
-        return log_quantize(x, bits, axis=axis)
-    return kmeans_quantize(x, bits)
+    if bits == 16:
+        return linear_quantize(x, bits, axis=axis)
+    return entry.quantize(x, bits, axis=axis, iters=iters)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -394,10 +384,7 @@ def fake_quantize_weights_(
         if width is None or width == 32:
             continue
         weight = module.weight
-        if scheme == "kmeans" and width != 16:
-            qt = kmeans_quantize(weight, width, iters=kmeans_iters)
-        else:
-            qt = quantize_tensor(weight, width, scheme=scheme, per_channel=per_channel)
+        qt = quantize_tensor(weight, width, scheme=scheme, per_channel=per_channel, iters=kmeans_iters)
         restored = dequantize(qt).to(weight.dtype)
         report[name] = LayerQuantization(width, qt.scheme, qt.axis is not None, float((restored - weight).pow(2).mean()))
         weight.copy_(restored)
@@ -614,8 +601,7 @@ class QATLinear(nn.Linear):
         self.weight, self.bias = linear.weight, linear.bias
         self.scheme = check_scheme(scheme) if scheme is not None else ("symmetric" if symmetric else "asymmetric")
         self.bits, self.symmetric, self.per_channel = check_bits(bits, allow_float=False), self.scheme == "symmetric", per_channel
-        codebook = kmeans_quantize(linear.weight, self.bits).codebook.to(linear.weight.device) if self.scheme == "kmeans" else None
-        self.register_buffer("codebook", codebook)
+        self.register_buffer("codebook", scheme_of(self.scheme).qat_codebook(linear.weight, self.bits))
         self.act_bits = None if act_bits is None else check_bits(act_bits, "act_bits", allow_float=False)
         self.register_buffer("act_range", torch.zeros(2, device=linear.weight.device))
         self.register_buffer("act_seen", torch.zeros((), dtype=torch.bool, device=linear.weight.device))
@@ -623,14 +609,8 @@ class QATLinear(nn.Linear):
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass sees it (gradients flow to ``weight`` through the STE)."""
-        axis = 0 if self.per_channel else None
-        if self.scheme in ("asymmetric", "symmetric"):
-            return FakeQuantSTE.apply(self.weight, self.bits, self.symmetric, axis)
         with torch.no_grad():
-            if self.scheme == "log":
-                restored = dequantize(log_quantize(self.weight, self.bits, axis=axis))
-            else:
-                restored = self.codebook[_nearest(self.weight.detach().float().flatten(), self.codebook)].view_as(self.weight)
+            restored = scheme_of(self.scheme).qat_restore(self.weight, self.bits, 0 if self.per_channel else None, self.codebook)
         return _StraightThrough.apply(self.weight, restored.to(self.weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

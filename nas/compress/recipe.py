@@ -15,8 +15,20 @@ PRUNE_METHODS = ("magnitude", "taylor")
 PRUNE_STRUCTURES = ("unstructured", "heads", "neurons", "heads+neurons")
 _STRUCTURE_CODES = {"unstructured": "u", "heads": "h", "neurons": "n", "heads+neurons": "hn"}  # distinct in keys
 PRUNE_SCHEDULES = ("oneshot", "gradual")
+# The names of nas.compress.schemes.SCHEMES, which owns each scheme's behaviour. Listed here, not imported, because
+# this module is copied into exported Hugging Face folders, which must load without lightnas (nas.artefacts.hf_folder);
+# tests/test_compress_steps.py fails when the two disagree.
 QUANT_SCHEMES = ("asymmetric", "symmetric", "log", "kmeans")
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 2..8 integer codes, 16 = float16, 32 = not quantized
+INT_BITS = tuple(b for b in VALID_BITS if b <= 8)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """One step of a recipe: the name of a step registered in :data:`nas.compress.steps.STEPS`, and its arguments."""
+
+    name: str
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,51 @@ class CompressionRecipe:
 
     @property
     def key(self) -> str:
-        """Compact id, e.g. ``p0.3mu-w8e8a32-asym`` (rate, method/structure initials, bits, scheme)."""
+        """Compact id, e.g. ``p0.3muo-w8e8a32-asym`` (rate, method/structure/schedule initials, bits, scheme).
+
+        Distinct recipes get distinct keys (``embedding_bits=None`` is the same recipe as ``embedding_bits ==
+        weight_bits`` and shares its key). Keys are ids for display, deduplication and file names; nothing
+        parses them back, so older studies' keys stay valid labels.
+        """
         emb = self.weight_bits if self.embedding_bits is None else self.embedding_bits
         return (
-            f"p{self.prune_rate:g}{self.prune_method[0]}{_STRUCTURE_CODES[self.prune_structure]}{self.prune_schedule[0]}"
-            f"-w{self.weight_bits}e{emb}a{self.act_bits}-{self.quant_scheme[:4]}{'-qat' + str(self.qat_steps) if self.qat_steps else ''}"
+            f"p{_rate_text(self.prune_rate)}{self.prune_method[0]}{_STRUCTURE_CODES[self.prune_structure]}"
+            f"{self.prune_schedule[0]}-w{self.weight_bits}e{emb}a{self.act_bits}-{self.quant_scheme[:4]}"
+            f"{'-qat' + str(self.qat_steps) if self.qat_steps else ''}"
         )
+
+    def weight_bits_spec(self) -> int | dict[str, int]:
+        """``weight_bits`` everywhere, or a per-layer mapping when the embedding tables get their own width."""
+        if self.embedding_bits is None or self.embedding_bits == self.weight_bits:
+            return self.weight_bits
+        return {"embeddings": self.embedding_bits, "default": self.weight_bits}
+
+    def steps(self) -> list[StepConfig]:
+        """The recipe as the ordered steps :func:`~nas.compress.pipeline.compress_model` runs.
+
+        A deployment's order: prune (so quantization codes the pruned zeros), quantize the weights
+        (quantization-aware when ``qat_steps`` > 0 and the weights get integer codes, else post-training),
+        then calibrate activations on the final weights. The identity recipe has no steps.
+        """
+        steps = []
+        if self.prune_rate > 0:
+            prune = {"rate": self.prune_rate, "method": self.prune_method, "gradual": self.prune_schedule == "gradual"}
+            if self.prune_structure == "unstructured":
+                steps.append(StepConfig("prune-unstructured", prune))
+            else:
+                structure = {"heads": self.prune_structure in ("heads", "heads+neurons"),
+                             "neurons": self.prune_structure in ("neurons", "heads+neurons")}
+                steps.append(StepConfig("prune-structured", {**prune, **structure}))
+        emb = self.weight_bits if self.embedding_bits is None else self.embedding_bits
+        if self.qat_steps > 0 and self.weight_bits in INT_BITS:
+            act_bits = self.act_bits if self.act_bits in INT_BITS else None
+            steps.append(StepConfig("quantize-qat", {"bits": self.weight_bits, "embedding_bits": emb, "scheme": self.quant_scheme,
+                                                     "act_bits": act_bits, "steps": self.qat_steps}))
+        elif self.weight_bits < 32 or emb < 32:
+            steps.append(StepConfig("quantize-ptq", {"bits": self.weight_bits_spec(), "scheme": self.quant_scheme}))
+        if self.act_bits < 32:
+            steps.append(StepConfig("quantize-activations", {"bits": self.act_bits}))
+        return steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,6 +136,12 @@ class CompressionRecipe:
         if unknown:
             raise ValueError(f"unknown CompressionRecipe field(s) {unknown}; valid fields are {sorted(names)}")
         return cls(**data)
+
+
+def _rate_text(rate: float) -> str:
+    """``rate`` as ``:g`` writes it (``0.3``), or in full where ``:g`` would round it onto another rate."""
+    short = f"{rate:g}"
+    return short if float(short) == rate else repr(float(rate))
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

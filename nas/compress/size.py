@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from nas.compress.quantize import check_bits_spec, check_scheme, quantizable_modules, resolve_bits
+from nas.compress.schemes import scheme_of
 from nas.errors import NasUserError
 
 if TYPE_CHECKING:
@@ -91,11 +92,7 @@ def quantized_tensor_bytes(numel: int, n_stored: int, bits: int, *, scheme: str,
         return n_stored * FP32_BYTES
     if bits == 16:
         return n_stored * 2
-    payload = math.ceil(n_stored * bits / 8)
-    if scheme == "kmeans":
-        return payload + 2**bits * FP32_BYTES
-    per_group = 2 * FP32_BYTES if scheme == "asymmetric" else FP32_BYTES
-    return payload + n_groups * per_group
+    return math.ceil(n_stored * bits / 8) + scheme_of(scheme).param_bytes(bits, n_groups)
 
 
 @dataclass(frozen=True)

@@ -1,104 +1,68 @@
-"""Latency and feasibility of a torch model on a profile: the entry points ``nas.search`` calls.
+"""Latency and feasibility of a torch model on a profile: the registered backends and the entry points ``nas.search`` calls.
 
-:func:`measure_latency` gets a :class:`~nas.hardware.measure.LatencyResult` the way the profile says:
+:func:`measure_latency` gets a :class:`~nas.hardware.measure.LatencyResult` from the backend the profile's
+``latency.method`` names in :data:`LATENCY_BACKENDS` (each one composed of a plain backend and the wrappers
+of :mod:`nas.hardware.latency`):
 
 - ``local``: build with TVM for this machine (MetaSchedule-tuned from the shared database when the
-  settings ask for it) and time it with the Relax VM's time evaluator;
+  settings ask for it) and time it with the Relax VM's time evaluator, under the machine-wide lock;
 - ``rpc``: build for the device, link with its cross compiler, upload to the TVM RPC tracker's device
   and time it there; when the device cannot be reached, estimate instead and warn once;
 - ``estimate``: predict from the fused graph (:mod:`nas.hardware.predictor`); MCUs from MACs and MACs
   per cycle.
 
-Candidates with ≤ 8-bit weights are never reported as their fp32 timing: TVM 0.27 emits no fast int8
-code here (shared/STACK.md), so the fp32 measurement is scaled by the predictor's int8/fp32 ratio
-(fewer weight bytes, int8 MAC rate) and the result says ``estimated`` with both figures in its note.
+Candidates with ≤ 8-bit weights are never reported as their fp32 timing: the timed backends are wrapped in
+:class:`~nas.hardware.latency.LowBitAccounting`, which scales the fp32 measurement by the predictor's
+int8/fp32 ratio and says ``estimated`` with both figures in its note.
 
 :func:`check_profile_feasibility` builds the candidate for the device (cross-compiling; MCU object
 archives for Thumb and C) and checks memory limits; a candidate that does not compile is infeasible.
 
 The model's TVM import is cached per model object (weakly), so timing and feasibility for several
-profiles export and import it once. Timings on one machine are serialised by a machine-wide file lock,
-so parallel trials (Ray workers) never time while another trial is timing.
+profiles export and import it once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
-import tempfile
-import warnings
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nas.hardware.latency import (  # noqa: F401 - PreparedModel, measurement_lock: re-exported for callers
+    EstimateFallback,
+    HostLock,
+    LatencyBackend,
+    LatencySettings,
+    LowBitAccounting,
+    PreparedModel,
+    measurement_lock,
+)
+from nas.registry import Registry
 
 if TYPE_CHECKING:
     import torch
-    import tvm
 
-    from nas.hardware.graph import GraphSummary
     from nas.hardware.measure import LatencyResult
     from nas.hardware.memory import Feasibility
     from nas.hardware.profiles import HardwareProfile
     from nas.hardware.tuning import MetaScheduleTuner, TuningReport
-    from nas.search.objective import LatencySettings
 
-LOCK_PATH = Path(tempfile.gettempdir()) / "lightnas-measure.lock"
-
-# name → backend; a backend takes the prepared model and returns a LatencyResult.
-LATENCY_BACKENDS: dict[str, Callable[..., LatencyResult]] = {}
+# A profile's ``latency.method`` → its backend (composed with its wrappers); profiles validate against it.
+LATENCY_BACKENDS: Registry[LatencyBackend] = Registry("latency backend")
 
 
-def register_latency_backend(method: str) -> Callable:
-    """Register a backend for a profile's ``latency.method``."""
-
-    def decorate(func: Callable[..., LatencyResult]) -> Callable[..., LatencyResult]:
-        if method in LATENCY_BACKENDS:
-            warnings.warn(f"latency backend {method!r} registered twice; the later one wins", RuntimeWarning, stacklevel=2)
-        LATENCY_BACKENDS[method] = func
-        return func
-
-    return decorate
+def backend_for(profile: HardwareProfile) -> LatencyBackend:
+    """The registered backend of ``profile.latency.method``."""
+    return LATENCY_BACKENDS.get(profile.latency.method, where=f"profile {profile.name}: latency.method")
 
 
-@contextlib.contextmanager
-def measurement_lock():
-    """Hold the machine-wide timing lock (blocks until no other lightnas process is timing)."""
-    LOCK_PATH.touch(exist_ok=True)
-    with open(LOCK_PATH, "r+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@dataclass
-class PreparedModel:
-    """A model imported into TVM once, with its fused-graph summary (built on first use)."""
-
-    mod: tvm.IRModule
-    input_dtypes: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    _graph: GraphSummary | None = None
-
-    @property
-    def graph(self) -> GraphSummary:
-        if self._graph is None:
-            from nas.hardware.graph import summarize_imported
-
-            self._graph = summarize_imported(self.mod)
-        return self._graph
-
-
+# model → its PreparedModel; weak keys, so an entry lives exactly as long as its model object.
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def prepare(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> PreparedModel:
+def prepare(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], weight_bits: int = 32) -> PreparedModel:
     """Import ``model`` into TVM Relax, reusing the import for the same model object and input shapes.
 
     The cache holds the model weakly and assumes its weights are not changed between calls (trials
@@ -108,10 +72,12 @@ def prepare(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) ->
 
     shapes = tuple(tuple(x.shape) for x in example_inputs)
     cached = _PREPARED.get(model)
-    if cached is not None and cached.shapes == shapes:
-        return cached
-    mod, _ = import_model(model, example_inputs)
-    prepared = PreparedModel(mod, tuple(str(x.dtype).removeprefix("torch.") for x in example_inputs), shapes)
+    if cached is not None and cached.shapes == shapes:  # the same import, timed on this call's inputs
+        prepared = dataclasses.replace(cached, inputs=tuple(example_inputs), weight_bits=weight_bits)
+    else:
+        mod, _ = import_model(model, example_inputs)
+        dtypes = tuple(str(x.dtype).removeprefix("torch.") for x in example_inputs)
+        prepared = PreparedModel(mod, dtypes, shapes, tuple(example_inputs), weight_bits)
     _PREPARED[model] = prepared
     return prepared
 
@@ -130,86 +96,105 @@ def measure_latency(
         model: The (compressed, fake-quantized) model; one tensor output.
         example_inputs: Inputs fixing shapes.
         profile: Where to measure or estimate.
-        settings: Repeats, and whether to tune (``settings.tune``; see :func:`tuner_for`).
+        settings: Repeats, and whether to tune (``settings.tune``; see :meth:`LocalTVM.tuner_for`).
         weight_bits: The candidate's stored weight bit-width; ≤ 8 is accounted as int8 (see module doc).
 
     Raises:
         CompileError: If TVM cannot take the model at all.
     """
-    backend = LATENCY_BACKENDS[profile.latency.method]
-    return backend(prepare(model, example_inputs), example_inputs, profile, settings, weight_bits)
+    return backend_for(profile).measure(prepare(model, example_inputs, weight_bits), profile, settings)
 
 
-@register_latency_backend("local")
-def _local(prepared: PreparedModel, inputs: tuple, profile: HardwareProfile, settings: LatencySettings, weight_bits: int) -> LatencyResult:
-    from nas.hardware.compile import build_relax
-    from nas.hardware.measure import measure_tvm
+class LocalTVM(LatencyBackend):
+    """A TVM build for this machine, timed with the Relax VM's time evaluator.
 
-    tuner = tuner_for(settings)
-    compiled = build_relax(prepared.mod, profile, prepared.input_dtypes, tuning=tuner)
-    with measurement_lock():
-        result = measure_tvm(compiled, inputs, profile, repeats=settings.repeats, number=settings.number)
-    if tuner is not None and tuner.last_report is not None:
-        result = _with_tuning(result, tuner.last_report)
-    return _account_low_bits(result, prepared.graph, profile, weight_bits)
+    It owns the process's MetaSchedule tuners, one per tuning settings, for its (the process's) lifetime: a
+    tuner keeps a running :attr:`~nas.hardware.tuning.MetaScheduleTuner.total` of tuning time and hits for the
+    campaign; the database itself is shared on disk across processes and campaigns.
+    """
 
+    measures_host = True
+    activity = "building with TVM and timing"
 
-@register_latency_backend("rpc")
-def _rpc(prepared: PreparedModel, inputs: tuple, profile: HardwareProfile, settings: LatencySettings, weight_bits: int) -> LatencyResult:
-    from nas.hardware.rpc import DeviceUnreachable, measure_rpc
+    def __init__(self) -> None:
+        self.tuners: dict[tuple, MetaScheduleTuner] = {}
 
-    try:
-        result = measure_rpc(prepared.mod, inputs, prepared.input_dtypes, profile, repeats=settings.repeats, number=settings.number)
-    except DeviceUnreachable as exc:
-        _warn_once(profile.name, f"{exc}; latency for '{profile.name}' is estimated by the predictor instead "
-                   f"(labelled 'estimated'). Start the tracker and device server to measure it.")
-        estimate = _estimate(prepared, inputs, profile, settings, weight_bits)
-        return dataclasses.replace(estimate, note=f"RPC device unreachable; {estimate.note}")
-    return _account_low_bits(result, prepared.graph, profile, weight_bits)
+    def tuner_for(self, settings: LatencySettings) -> MetaScheduleTuner | None:
+        """The tuner for these settings (``None`` when ``settings.tune`` is false or absent)."""
+        if not getattr(settings, "tune", False):
+            return None
+        from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
 
+        tuning = TuningSettings(
+            trials_per_task=getattr(settings, "trials_per_task", 64),
+            max_new_tasks=getattr(settings, "max_new_tasks", None),
+            cache_dir=getattr(settings, "tuning_cache_dir", None),
+        )
+        key = dataclasses.astuple(tuning)
+        if key not in self.tuners:
+            self.tuners[key] = MetaScheduleTuner(tuning)
+        return self.tuners[key]
 
-@register_latency_backend("estimate")
-def _estimate(prepared: PreparedModel, inputs: tuple, profile: HardwareProfile, settings: LatencySettings, weight_bits: int) -> LatencyResult:
-    from nas.hardware.measure import LatencyResult
-    from nas.hardware.predictor import LatencyPredictor
-    from nas.hardware.profiles import resolve_target
+    def build(self, prepared: PreparedModel, profile: HardwareProfile, settings: LatencySettings) -> Any:
+        from nas.hardware.compile import build_relax
 
-    graph = prepared.graph
-    precision = "int8 kernels assumed (≤ 8-bit weights)" if weight_bits <= 8 else "fp32"
-    if profile.is_mcu:
-        from nas.hardware.predictor import estimate_mcu_ms
+        tuner = self.tuner_for(settings)
+        return build_relax(prepared.mod, profile, prepared.input_dtypes, tuning=tuner), tuner
 
-        value_ms = estimate_mcu_ms(graph, profile, weight_bits)
-        rate = profile.peak.int8_macs_per_cycle if weight_bits <= 8 else profile.peak.fp32_macs_per_cycle
-        note = (f"estimated: {graph.macs / 1e6:.1f} M MACs at {rate:g} MACs/cycle x {profile.peak.clock_mhz:g} MHz "
-                f"(peak rate, a lower bound); {precision}")
-        is_tuned = True
-        backend = "mcu-estimate"
-    else:
-        predictor = LatencyPredictor()
-        value_ms = predictor.predict_ms(graph, profile, weight_bits)
-        note = f"estimated by the predictor (calibrated on {predictor.calibration.source}); {precision}"
-        is_tuned = "untuned" not in predictor.calibration.source
-        backend = "predictor"
-    return LatencyResult(
-        profile=profile.name, backend=backend, median_ms=value_ms, mean_ms=value_ms, std_ms=0.0, min_ms=value_ms,
-        max_ms=value_ms, repeats=0, number=0, threads=profile.resolved_cores(), is_measured=False, is_tuned=is_tuned,
-        target=json.dumps(resolve_target(profile), sort_keys=True), note=note,
-    )
+    def time(self, built: Any, prepared: PreparedModel, profile: HardwareProfile, settings: LatencySettings) -> LatencyResult:
+        from nas.hardware.measure import measure_tvm
+
+        compiled, tuner = built
+        result = measure_tvm(compiled, prepared.inputs, profile, repeats=settings.repeats, number=settings.number)
+        return result if tuner is None or tuner.last_report is None else _with_tuning(result, tuner.last_report)
 
 
-def _account_low_bits(result: LatencyResult, graph: GraphSummary, profile: HardwareProfile, weight_bits: int) -> LatencyResult:
-    """Scale an fp32 timing of a ≤ 8-bit candidate by the predictor's int8/fp32 ratio, labelled estimated."""
-    if weight_bits > 8:
-        return result
-    from nas.hardware.predictor import LatencyPredictor
+class RemoteTVM(LatencyBackend):
+    """A TVM build for the device, timed on it through the profile's RPC tracker (:mod:`nas.hardware.rpc`)."""
 
-    predictor = LatencyPredictor()
-    ratio = predictor.predict_ms(graph, profile, weight_bits) / predictor.predict_ms(graph, profile, 32)
-    scaled = {k: getattr(result, k) * ratio for k in ("median_ms", "mean_ms", "std_ms", "min_ms", "max_ms")}
-    note = (f"{weight_bits}-bit weights: fp32 kernels measured {result.median_ms:.3g} ms, scaled by the predictor's "
-            f"int{weight_bits if weight_bits <= 8 else ''}/fp32 ratio {ratio:.3f} (TVM 0.27 emits no fast int8 code here)")
-    return dataclasses.replace(result, **scaled, is_measured=False, note=(result.note + "; " if result.note else "") + note)
+    activity = "building and timing over RPC"
+
+    def time(self, built: Any, prepared: PreparedModel, profile: HardwareProfile, settings: LatencySettings) -> LatencyResult:
+        from nas.hardware.rpc import measure_rpc
+
+        return measure_rpc(prepared.mod, prepared.inputs, prepared.input_dtypes, profile, repeats=settings.repeats,
+                           number=settings.number)
+
+
+class Estimate(LatencyBackend):
+    """The predictor on the fused graph; MCUs from MACs at the peak MAC rate. Accounts ≤ 8-bit weights itself."""
+
+    def time(self, built: Any, prepared: PreparedModel, profile: HardwareProfile, settings: LatencySettings) -> LatencyResult:
+        from nas.hardware.measure import LatencyResult
+        from nas.hardware.predictor import LatencyPredictor
+        from nas.hardware.profiles import resolve_target
+
+        graph, weight_bits = prepared.graph, prepared.weight_bits
+        precision = "int8 kernels assumed (≤ 8-bit weights)" if weight_bits <= 8 else "fp32"
+        if profile.is_mcu:
+            from nas.hardware.predictor import estimate_mcu_ms
+
+            value_ms = estimate_mcu_ms(graph, profile, weight_bits)
+            rate = profile.peak.int8_macs_per_cycle if weight_bits <= 8 else profile.peak.fp32_macs_per_cycle
+            note = (f"estimated: {graph.macs / 1e6:.1f} M MACs at {rate:g} MACs/cycle x {profile.peak.clock_mhz:g} MHz "
+                    f"(peak rate, a lower bound); {precision}")
+            is_tuned, backend = True, "mcu-estimate"
+        else:
+            predictor = LatencyPredictor()
+            value_ms = predictor.predict_ms(graph, profile, weight_bits)
+            note = f"estimated by the predictor (calibrated on {predictor.calibration.source}); {precision}"
+            is_tuned, backend = "untuned" not in predictor.calibration.source, "predictor"
+        return LatencyResult(
+            profile=profile.name, backend=backend, median_ms=value_ms, mean_ms=value_ms, std_ms=0.0, min_ms=value_ms,
+            max_ms=value_ms, repeats=0, number=0, threads=profile.resolved_cores(), is_measured=False, is_tuned=is_tuned,
+            target=json.dumps(resolve_target(profile), sort_keys=True), note=note,
+        )
+
+
+LOCAL_TVM = LocalTVM()  # this process's local backend: its tuners keep the campaign's running tuning totals
+LATENCY_BACKENDS.register("local")(LowBitAccounting(HostLock(LOCAL_TVM)))
+LATENCY_BACKENDS.register("rpc")(EstimateFallback(LowBitAccounting(RemoteTVM()), fallback=Estimate()))
+LATENCY_BACKENDS.register("estimate")(Estimate())
 
 
 def _with_tuning(result: LatencyResult, report: TuningReport) -> LatencyResult:
@@ -219,30 +204,6 @@ def _with_tuning(result: LatencyResult, report: TuningReport) -> LatencyResult:
     if report.untunable:
         note += f", {len(report.untunable)} with nothing to tune ({', '.join(report.untunable[:3])})"
     return dataclasses.replace(result, tune_s=report.tune_s, tune_tasks=report.n_tasks, tune_hits=report.hits, note=note)
-
-
-_TUNERS: dict[tuple, MetaScheduleTuner] = {}
-
-
-def tuner_for(settings: LatencySettings) -> MetaScheduleTuner | None:
-    """The process-wide tuner for these settings (``None`` when ``settings.tune`` is false or absent).
-
-    One tuner per settings keeps a running :attr:`~nas.hardware.tuning.MetaScheduleTuner.total` of tuning
-    time and hits for the campaign; the database itself is shared on disk across processes and campaigns.
-    """
-    if not getattr(settings, "tune", False):
-        return None
-    from nas.hardware.tuning import MetaScheduleTuner, TuningSettings
-
-    tuning = TuningSettings(
-        trials_per_task=getattr(settings, "trials_per_task", 64),
-        max_new_tasks=getattr(settings, "max_new_tasks", None),
-        cache_dir=getattr(settings, "tuning_cache_dir", None),
-    )
-    key = dataclasses.astuple(tuning)
-    if key not in _TUNERS:
-        _TUNERS[key] = MetaScheduleTuner(tuning)
-    return _TUNERS[key]
 
 
 def check_profile_feasibility(
@@ -266,13 +227,19 @@ def check_profile_feasibility(
         stored_weight_bytes: The compression outcome's exact stored size (``CompressionOutcome.size``);
             flash then counts it plus the vocabulary id map, instead of estimating from ``weight_bits``.
     """
+    stored = None if stored_weight_bytes is None else stored_weight_bytes + token_map_bytes(model)
+    return prepared_feasibility(prepare(model, example_inputs, weight_bits), profile,
+                                compile_for_device=compile_for_device, stored_bytes=stored)
+
+
+def prepared_feasibility(prepared: PreparedModel, profile: HardwareProfile, *, compile_for_device: bool = True,
+                         stored_bytes: int | None = None) -> Feasibility:
+    """:func:`check_profile_feasibility` of an imported model (batch 1); ``stored_bytes`` are its exact flash bytes."""
     from nas.hardware.cross import cross_compile
     from nas.hardware.memory import check_feasibility
 
-    prepared = prepare(model, example_inputs)
-    build = cross_compile(prepared.mod, profile) if compile_for_device and profile.latency.method != "local" else None
-    stored = None if stored_weight_bytes is None else stored_weight_bytes + token_map_bytes(model)
-    return check_feasibility(profile, prepared.graph, weight_bits, build, stored_bytes=stored)
+    build = cross_compile(prepared.mod, profile) if compile_for_device and not backend_for(profile).measures_host else None
+    return check_feasibility(profile, prepared.graph, prepared.weight_bits, build, stored_bytes=stored_bytes)
 
 
 def token_map_bytes(model: torch.nn.Module) -> int:
@@ -286,6 +253,11 @@ def token_map_bytes(model: torch.nn.Module) -> int:
         if name.endswith("token_map") and buf is not None and buf.numel():
             total += buf.numel() * (1 if int(buf.max()) < 2**8 else 2 if int(buf.max()) < 2**16 else 4)
     return total
+
+
+def host_profile(profiles: list[HardwareProfile]) -> HardwareProfile | None:
+    """The first profile timed on this machine, or None."""
+    return next((p for p in profiles if backend_for(p).measures_host), None)
 
 
 def measure_reference(
@@ -303,7 +275,7 @@ def measure_reference(
     """
     from nas.hardware.measure import measure_onnxruntime, measure_torch
 
-    host = next((p for p in profiles if p.latency.method == "local"), None)
+    host = host_profile(profiles)
     if host is None or not settings.reference_backends:
         return {}
     backends = {"onnxruntime": measure_onnxruntime, "torch": measure_torch}
@@ -318,15 +290,6 @@ def measure_reference(
     return results
 
 
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
 def default_threads() -> int:
     """CPUs this process may run on (respects affinity masks and cgroups' cpusets)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -334,4 +297,4 @@ def default_threads() -> int:
 
 def tuning_summary() -> dict[str, Any]:
     """Tuning time and hit rate this process has accumulated (per tuner settings), for campaign reports."""
-    return {str(k): t.total.to_dict() for k, t in _TUNERS.items()}
+    return {str(k): t.total.to_dict() for k, t in LOCAL_TVM.tuners.items()}

@@ -92,7 +92,7 @@ def warn_if_other_cpu(calibration: Calibration, profile: HardwareProfile) -> Non
 
     Calibrations that do not say where they were fitted (older files) are not second-guessed.
     """
-    if profile.latency.method != "local" or not calibration.cpu_model:
+    if not profile.backend.measures_host or not calibration.cpu_model:
         return
     host = host_cpu_model()
     if calibration.cpu_model == host or (calibration.cpu_model, host) in _WARNED:
@@ -191,7 +191,7 @@ def calibrate_host(profile_name: str = "host", *, candidates: int = 3, trials: i
     if trials < 1:
         raise NasUserError(f"--trials must be at least 1, got {trials}.")
     profile = load_profile(profile_name)
-    if profile.latency.method != "local":
+    if not profile.backend.measures_host:
         raise NasUserError(f"profile {profile.name} is not timed on this machine (latency method "
                            f"{profile.latency.method!r}); calibrate a local profile such as host.")
     start = time.perf_counter()

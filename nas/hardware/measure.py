@@ -167,7 +167,7 @@ def measure_tvm(
     """
     from nas.hardware.compile import set_tvm_threads
 
-    _check_counts(repeats, number, warmup)
+    check_counts(repeats, number, warmup)
     threads = set_tvm_threads(profile.resolved_cores())
     args = compiled.to_tvm_inputs(*inputs)
     for _ in range(warmup):
@@ -205,11 +205,11 @@ def measure_onnxruntime(
         A measured result with ``is_tuned=True`` (nothing to tune: ORT's kernels are hand-written for the CPU);
         its label says ``measured (onnxruntime)``, not "tuned".
     """
-    _check_counts(repeats, number, warmup)
+    check_counts(repeats, number, warmup)
     threads = profile.resolved_cores()
     with tempfile.TemporaryDirectory(prefix="lightnas-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
-        _export_onnx(model, example_inputs, path)
+        write_onnx(model, example_inputs, path)
         if int8:
             from nas.compress.quantize import onnxruntime_dynamic_int8
 
@@ -244,13 +244,14 @@ def time_onnxruntime(
     warmup: int = 2,
     backend: str = "onnxruntime",
 ) -> LatencyResult:
-    """Time an existing ONNX Runtime session (see :func:`onnxruntime_session`) on ``example_inputs``.
+    """Time an existing ONNX Runtime session (see :func:`onnxruntime_session`) on ``example_inputs`` (tensors or arrays).
 
     Keeping sessions lets a benchmark time many models in interleaved passes, so that a slow spell of a
     shared machine hits every model a little instead of a few models a lot.
     """
-    _check_counts(repeats, number, warmup)
-    feeds = {meta.name: x.detach().cpu().numpy() for meta, x in zip(session.get_inputs(), example_inputs)}
+    check_counts(repeats, number, warmup)
+    feeds = {meta.name: x.detach().cpu().numpy() if hasattr(x, "detach") else x
+             for meta, x in zip(session.get_inputs(), example_inputs)}
     repeat_ms = _time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
     threads = session.get_session_options().intra_op_num_threads
     return summarize(repeat_ms, profile=profile.name, backend=backend, number=number, threads=threads, is_tuned=True)
@@ -281,7 +282,7 @@ def measure_torch(
     """
     import torch
 
-    _check_counts(repeats, number, warmup)
+    check_counts(repeats, number, warmup)
     threads = profile.resolved_cores()
     old_threads, was_training = torch.get_num_threads(), model.training
     torch.set_num_threads(threads)
@@ -308,9 +309,16 @@ def _time_runs(run: Callable[[], object], repeats: int, number: int, warmup: int
     return repeat_ms
 
 
-def _export_onnx(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Write ``model`` as ONNX with torch's torch.export-based exporter (the TorchScript one is deprecated)."""
+def write_onnx(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, **names: Any) -> Path:
+    """Write ``model`` as ONNX with torch's torch.export-based exporter (the TorchScript one is deprecated).
+
+    The model is exported in eval mode and its train/eval mode restored afterwards. ``names`` go to
+    ``torch.onnx.export`` as they are (``input_names``, ``output_names``, ``dynamic_shapes``); without them the
+    graph is static-shaped at ``example_inputs``. :func:`nas.export.export_onnx` (the shipped file) is this
+    with named inputs and a dynamic batch.
+    """
     import logging
+    import warnings
 
     import torch
 
@@ -323,13 +331,20 @@ def _export_onnx(model: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
         lg.setLevel(logging.ERROR)
     model.eval()
     try:
-        torch.onnx.export(model, tuple(example_inputs), str(path), dynamo=True, external_data=False, verbose=False)
+        with warnings.catch_warnings():  # "axis name batch will not be used ...": inputs that share a dim, as meant
+            warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints.*")
+            torch.onnx.export(model, tuple(example_inputs), str(path), dynamo=True, external_data=False, verbose=False,
+                              **names)
     finally:
         for lg, level in zip(loggers, old_levels):
             lg.setLevel(level)
         model.train(was_training)
+    return Path(path)
 
 
-def _check_counts(repeats: int, number: int, warmup: int) -> None:
+
+
+def check_counts(repeats: int, number: int, warmup: int) -> None:
+    """Raise ``ValueError`` unless repeats ≥ 1, number ≥ 1 and warmup ≥ 0 (every timing checks its counts)."""
     if repeats < 1 or number < 1 or warmup < 0:
         raise ValueError(f"need repeats ≥ 1, number ≥ 1 and warmup ≥ 0; got {repeats=}, {number=}, {warmup=}")

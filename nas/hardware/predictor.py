@@ -170,7 +170,7 @@ class LatencyPredictor:
             from nas.hardware.calibrate import warn_if_other_cpu
 
             warn_if_other_cpu(cal, profile)
-        if profile.latency.method == "local":
+        if profile.backend.measures_host:
             # The host the calibration was fitted on: no transfer. Its int8 runs at fp32 speed (TVM emits no
             # VNNI code here, shared/STACK.md); only the smaller weight bytes count.
             compute_scale = int_scale = mem_scale = clock_scale = 1.0

@@ -28,6 +28,8 @@ from nas.errors import NasUserError
 if TYPE_CHECKING:
     import tvm
 
+    from nas.hardware.latency import LatencyBackend
+
 DETECT = "detect"  # the value that asks for host detection in ``target.mcpu`` and ``cores``
 
 
@@ -40,13 +42,22 @@ class LatencyMethod(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["local", "rpc", "estimate"] = "local"
+    method: str = "local"  # a name in nas.hardware.backends.LATENCY_BACKENDS
     rpc_host: str | None = None  # TVM RPC tracker address, e.g. 127.0.0.1
     rpc_port: int | None = Field(default=None, ge=1, le=65535)  # tracker port (TVM's default is 9190)
     rpc_key: str | None = None  # device key the device's RPC server registered with the tracker
     # TVM RPC uploads and runs shared libraries: it executes arbitrary code on the device and trusts the
     # tracker. A tracker that is not on this machine must be allowed explicitly.
     allow_remote: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, method: str) -> str:
+        from nas.hardware.backends import LATENCY_BACKENDS
+
+        if method not in LATENCY_BACKENDS:
+            raise ValueError(f"{method!r} is not a latency method; choose one of {', '.join(LATENCY_BACKENDS.names())}")
+        return method
 
     @model_validator(mode="after")
     def _rpc_needs_tracker(self) -> LatencyMethod:
@@ -147,7 +158,7 @@ class HardwareProfile(BaseModel):
     @model_validator(mode="after")
     def _detect_only_on_host(self) -> HardwareProfile:
         # Detection reads the CPU this process runs on: right for local timing, wrong for any other device.
-        if self.latency.method != "local" and DETECT in (self.target.get("mcpu"), self.cores):
+        if not self.backend.measures_host and DETECT in (self.target.get("mcpu"), self.cores):
             raise ValueError(
                 f"'detect' (target.mcpu or cores) describes this machine, but latency.method is "
                 f"'{self.latency.method}'; name the device's CPU and core count instead"
@@ -157,7 +168,7 @@ class HardwareProfile(BaseModel):
     @model_validator(mode="after")
     def _estimates_need_peaks(self) -> HardwareProfile:
         # An estimate (or the fallback of an unreachable RPC device) is computed from these peaks.
-        if self.latency.method == "local":
+        if self.backend.measures_host:
             return self
         if self.hw_class == "mcu":
             needed = ("clock_mhz", "int8_macs_per_cycle", "fp32_macs_per_cycle")
@@ -171,6 +182,13 @@ class HardwareProfile(BaseModel):
         if self.hw_class == "mcu" and (self.memory.flash_bytes is None or self.memory.sram_bytes is None):
             raise ValueError("an mcu profile needs memory.flash_bytes and memory.sram_bytes to check feasibility")
         return self
+
+    @property
+    def backend(self) -> LatencyBackend:
+        """The latency backend ``latency.method`` names (its ``measures_host`` says whether it times on this machine)."""
+        from nas.hardware.backends import backend_for
+
+        return backend_for(self)
 
     @property
     def is_mcu(self) -> bool:

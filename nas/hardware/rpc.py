@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.errors import NasError
 from nas.hardware.compile import quiet_native_stderr
+from nas.hardware.latency import DeviceUnreachable  # the caller's estimate fallback catches it
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from nas.hardware.profiles import HardwareProfile
 
 
-class DeviceUnreachable(NasError):
-    """The profile's RPC tracker or device could not be reached; nothing was measured."""
 
 
 def check_tracker(profile: HardwareProfile, timeout_s: float = 3.0) -> Any:
@@ -93,10 +91,10 @@ def measure_rpc(
     from tvm import relax
 
     from nas.hardware.cross import export_for_profile
-    from nas.hardware.measure import _check_counts, summarize
+    from nas.hardware.measure import check_counts, summarize
     from nas.hardware.profiles import resolve_target, tvm_target
 
-    _check_counts(repeats, number, warmup)
+    check_counts(repeats, number, warmup)
     tracker = check_tracker(profile)
     with quiet_native_stderr():
         executable = relax.build(mod, target=tvm_target(profile))

@@ -1,10 +1,14 @@
-"""Encoder blocks of a student, one registered class per :class:`~nas.candidate.BlockSpec` type.
+"""Encoder blocks of a student: the block registry, the base class every block type extends, shared parts.
 
 Every block has the same interface, so a student can stack different types (heterogeneous layers):
 
     forward(x (B, L, H), additive_mask (B, 1, 1, L), token_mask (B, L, 1)) -> (x (B, L, H), attention (B, nh, L, L) | None)
 
-and two static formulas, checked in the tests against a counted forward pass
+A block type is one file ``nas/models/block_<name>.py`` holding one ``@register_block(name)`` class; the
+registry imports every such file on first use, so nothing else lists block types. The class owns all that
+is particular to its type (see :class:`Block`): its settings, code string, formulas, teacher inheritance,
+pruned-shape update, whether the supernet has a branch for it, and an example spec that the
+registry-driven tests build. The formulas are checked in the tests against a counted forward pass
 (``torch.utils.flop_counter.FlopCounterMode``) and against ``numel``:
 
 - ``count_params(spec, hidden_size)``: parameters of the block;
@@ -14,32 +18,47 @@ and two static formulas, checked in the tests against a counted forward pass
 
 Modules keep Hugging Face BERT names (``attention.self.query``, ``intermediate.dense``, ``output.dense``…)
 so teacher weights inherit by name and structured pruning (``nas.compress.prune``) finds heads and FFN
-neurons in every block type. Adding a block type is one class and one ``@register_block``.
+neurons in every block type. This file is copied into exported Hugging Face folders
+(:mod:`nas.artefacts.hf_folder`), so it and the block files import nothing of lightnas but each other and
+:mod:`nas.blockspec`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from nas.candidate import BlockSpec
+    from nas.blockspec import BlockField, BlockSpec
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "relu": F.relu}
-BLOCKS: dict[str, type[Block]] = {}
+BLOCKS: dict[str, type[Block]] = {}  # filled by @register_block; read it through block_class/list_blocks
+_OWN = ("code", "count_params", "count_flops", "inherit")  # what every block type must define itself
+_discovered = False
 
 
 def register_block(name: str) -> Callable[[type[Block]], type[Block]]:
-    """Class decorator: make ``cls`` the block built for ``BlockSpec(type=name)``."""
+    """Class decorator: make ``cls`` the block built for ``BlockSpec(type=name)``.
+
+    Raises:
+        TypeError: The class leaves out what a block type must declare (a half-defined block would
+            otherwise fail later, or silently inherit or prune nothing).
+    """
 
     def decorate(cls: type[Block]) -> type[Block]:
-        if name in BLOCKS:
+        if name in BLOCKS and BLOCKS[name] is not cls:
             raise RuntimeError(f"block type {name!r} is registered twice ({BLOCKS[name].__name__} and {cls.__name__})")
+        missing = [m for m in _OWN if getattr(cls, m) is getattr(Block, m)]
+        missing += [a for a in ("fields", "example", "supernet_keys") if a not in cls.__dict__]
+        if missing:
+            raise TypeError(f"block type {name!r} ({cls.__name__}) must define {', '.join(missing)} (see nas.models.blocks.Block)")
         BLOCKS[name] = cls
         cls.block_type = name
         return cls
@@ -47,16 +66,42 @@ def register_block(name: str) -> Callable[[type[Block]], type[Block]]:
     return decorate
 
 
+def _discover() -> None:
+    """Import every ``block_*`` module beside this one, so that their ``@register_block`` runs."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True  # first: a block module importing this one must not recurse
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if module.name.startswith("block_"):
+            importlib.import_module(f"{package}.{module.name}")
+
+
 def list_blocks() -> list[str]:
-    """Registered block type names."""
+    """Registered block type names, sorted."""
+    _discover()
     return sorted(BLOCKS)
+
+
+def block_class(block_type: str) -> type[Block]:
+    """The registered class of ``block_type``; ValueError naming the registered types otherwise."""
+    _discover()
+    if block_type not in BLOCKS:
+        raise ValueError(f"block type {block_type!r} is not registered; choose one of {', '.join(list_blocks())}")
+    return BLOCKS[block_type]
+
+
+def example_spec(block_type: str) -> BlockSpec:
+    """The block type's own small example (``example``), valid in a residual stream 32 wide."""
+    from nas.blockspec import BlockSpec
+
+    return BlockSpec(block_type, **block_class(block_type).example)
 
 
 def create_block(spec: BlockSpec, hidden_size: int, *, dropout: float = 0.1, attention_dropout: float = 0.1, eps: float = 1e-12) -> Block:
     """The block ``spec`` describes, in a residual stream of width ``hidden_size``."""
-    if spec.type not in BLOCKS:
-        raise ValueError(f"block type {spec.type!r} is not registered; choose one of {', '.join(list_blocks())}")
-    return BLOCKS[spec.type](spec, hidden_size, dropout=dropout, attention_dropout=attention_dropout, eps=eps)
+    return block_class(spec.type)(spec, hidden_size, dropout=dropout, attention_dropout=attention_dropout, eps=eps)
 
 
 class NoNorm(nn.Module):
@@ -72,15 +117,46 @@ class NoNorm(nn.Module):
 
 
 class Block(nn.Module):
-    """Base of every encoder block: the shared interface and the two formulas."""
+    """Base of every encoder block: the shared interface and what each block type declares.
+
+    A subclass declares (``register_block`` refuses one that leaves any out):
+
+    - ``fields``: its settings, name → :class:`~nas.blockspec.BlockField` (kind and default);
+    - ``example``: the settings of a small spec, valid at hidden size 32, that the registry-driven tests
+      build, train, prune, export and inherit;
+    - ``supernet_keys``: the settings the weight-sharing supernet shares weights over, or None for a type
+      the supernet has no branch for (a space searching it is refused in one sentence);
+    - ``code``, ``count_params``, ``count_flops`` and ``inherit``; and may override ``check``,
+      ``check_width``, ``head_size`` and ``pruned_settings``.
+    """
 
     block_type: str = ""
     has_attention: bool = False
+    fields: ClassVar[dict[str, BlockField]] = {}
+    example: ClassVar[dict[str, Any]] = {}
+    supernet_keys: ClassVar[frozenset[str] | None] = None
 
     def forward(
         self, x: torch.Tensor, additive_mask: torch.Tensor, token_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
+
+    @staticmethod
+    def code(spec: BlockSpec) -> str:
+        """Compact id of ``spec`` in candidate keys (``t4f512``); distinct block types must not collide."""
+        raise NotImplementedError
+
+    @staticmethod
+    def check(spec: BlockSpec) -> None:
+        """Raise ValueError when settings that each pass their own check do not fit together."""
+
+    @staticmethod
+    def check_width(spec: BlockSpec, hidden_size: int, where: str) -> None:
+        """Raise ValueError when ``spec`` cannot sit in a residual stream ``hidden_size`` wide."""
+
+    @staticmethod
+    def head_size(spec: BlockSpec, hidden_size: int) -> int:
+        raise ValueError(f"a {spec.type} block has no attention heads")
 
     @staticmethod
     def count_params(spec: BlockSpec, hidden_size: int) -> int:
@@ -89,6 +165,16 @@ class Block(nn.Module):
     @staticmethod
     def count_flops(spec: BlockSpec, hidden_size: int, seq_len: int) -> int:
         raise NotImplementedError
+
+    def inherit(self, teacher: Any) -> None:
+        """Copy what this block takes from its teacher layer (a :class:`nas.models.inherit.TeacherLayer`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def pruned_settings(cls, settings: dict[str, Any], shape: dict[str, int]) -> dict[str, Any]:
+        """This layer's settings once structured pruning left it ``shape`` (``heads``, ``head_size``,
+        ``ffn_size`` as measured on its modules): by default, every measured value that is a setting."""
+        return {**settings, **{k: v for k, v in shape.items() if k in cls.fields}}
 
 
 # ---------------------------------------------------------------------------------------------- parts
@@ -168,134 +254,14 @@ class FeedForward(nn.Module):
         return self.output(self.intermediate(x), x)
 
 
-def _attention_flops(width: int, inner: int, seq_len: int) -> int:
+def attention_flops(width: int, inner: int, seq_len: int) -> int:
     # q, k, v and output projections (4·L·W·A multiply-adds), plus QKᵀ and P·V (2·L²·A).
     return 2 * (4 * seq_len * width * inner + 2 * seq_len * seq_len * inner)
 
 
-def _attention_params(width: int, inner: int) -> int:
+def attention_params(width: int, inner: int) -> int:
     return 3 * (width * inner + inner) + inner * width + width + 2 * width  # q, k, v, output dense, norm
 
 
-def _ffn_params(width: int, ffn_size: int) -> int:
+def ffn_params(width: int, ffn_size: int) -> int:
     return width * ffn_size + ffn_size + ffn_size * width + width + 2 * width
-
-
-# ---------------------------------------------------------------------------------------------- blocks
-
-
-@register_block("transformer")
-class TransformerBlock(Block, FeedForward):
-    """BERT's layer: multi-head self-attention then an FFN, each with a residual and post-LayerNorm."""
-
-    has_attention = True
-
-    def __init__(self, spec: BlockSpec, hidden_size: int, *, dropout: float, attention_dropout: float, eps: float) -> None:
-        FeedForward.__init__(self, hidden_size, spec.ffn_size, spec.activation, dropout, eps)
-        self.attention = Attention(hidden_size, spec.heads, spec.head_size_for(hidden_size), dropout, attention_dropout, eps)
-
-    def forward(self, x, additive_mask, token_mask):
-        x, probs = self.attention(x, additive_mask)
-        return FeedForward.forward(self, x), probs
-
-    @staticmethod
-    def count_params(spec, hidden_size):
-        inner = spec.heads * spec.head_size_for(hidden_size)
-        return _attention_params(hidden_size, inner) + _ffn_params(hidden_size, spec.ffn_size)
-
-    @staticmethod
-    def count_flops(spec, hidden_size, seq_len):
-        inner = spec.heads * spec.head_size_for(hidden_size)
-        return _attention_flops(hidden_size, inner, seq_len) + 2 * 2 * seq_len * hidden_size * spec.ffn_size
-
-
-class SeparableConv(nn.Module):
-    """Depthwise 1-D convolution over tokens (kernel k, one filter per channel), then a pointwise Linear.
-
-    Padded positions are zeroed before the convolution, so a padded sentence gives the same outputs at
-    its real tokens as the unpadded one (the "same" zero padding at the ends then agrees too).
-    """
-
-    def __init__(self, width: int, kernel_size: int, dropout: float, eps: float) -> None:
-        super().__init__()
-        self.depthwise = nn.Conv1d(width, width, kernel_size, padding=kernel_size // 2, groups=width)
-        self.pointwise = nn.Linear(width, width)
-        self.LayerNorm = nn.LayerNorm(width, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        h = self.depthwise((x * token_mask).transpose(1, 2)).transpose(1, 2)  # (B, L, H)
-        return self.LayerNorm(self.dropout(self.pointwise(h)) + x)
-
-
-@register_block("conv")
-class ConvBlock(Block, FeedForward):
-    """Depthwise-separable convolution over tokens, then an FFN: attention-free token mixing, O(L·k·H)
-    instead of O(L²·H), as in lightweight-convolution encoders (Wu et al. 2019,
-    https://arxiv.org/abs/1901.10430) and SqueezeBERT (https://arxiv.org/abs/2006.11316)."""
-
-    def __init__(self, spec: BlockSpec, hidden_size: int, *, dropout: float, attention_dropout: float, eps: float) -> None:
-        FeedForward.__init__(self, hidden_size, spec.ffn_size, spec.activation, dropout, eps)
-        self.conv = SeparableConv(hidden_size, spec.kernel_size, dropout, eps)
-
-    def forward(self, x, additive_mask, token_mask):
-        return FeedForward.forward(self, self.conv(x, token_mask)), None
-
-    @staticmethod
-    def count_params(spec, hidden_size):
-        h = hidden_size
-        conv = h * spec.kernel_size + h + h * h + h + 2 * h  # depthwise, pointwise, LayerNorm
-        return conv + _ffn_params(h, spec.ffn_size)
-
-    @staticmethod
-    def count_flops(spec, hidden_size, seq_len):
-        h = hidden_size
-        return 2 * seq_len * (h * spec.kernel_size + h * h + 2 * h * spec.ffn_size)
-
-
-class BottleneckProjection(nn.Module):
-    def __init__(self, hidden_size: int, intra_size: int, eps: float, norm: type[nn.Module]) -> None:
-        super().__init__()
-        self.input_dense = nn.Linear(hidden_size, intra_size)
-        self.output_dense = nn.Linear(intra_size, hidden_size)
-        self.LayerNorm = norm(hidden_size, eps=eps)
-
-
-@register_block("bottleneck")
-class BottleneckBlock(Block):
-    """MobileBERT's bottleneck layer (Sun et al. 2020, https://arxiv.org/abs/2004.02984).
-
-    The residual stream between blocks stays ``hidden_size`` wide; inside, the block projects to
-    ``intra_size``, runs self-attention and ``n_ffn`` stacked FFNs there (more FFNs rebalance the
-    attention/FFN parameter ratio a narrow block otherwise skews), and projects back. With
-    ``use_layernorm=False`` every normalisation is MobileBERT's NoNorm.
-    """
-
-    has_attention = True
-
-    def __init__(self, spec: BlockSpec, hidden_size: int, *, dropout: float, attention_dropout: float, eps: float) -> None:
-        super().__init__()
-        norm = nn.LayerNorm if spec.use_layernorm else NoNorm
-        intra = spec.intra_size
-        self.bottleneck = BottleneckProjection(hidden_size, intra, eps, norm)
-        self.attention = Attention(intra, spec.heads, intra // spec.heads, dropout, attention_dropout, eps, norm)
-        self.ffn = nn.ModuleList(FeedForward(intra, spec.ffn_size, spec.activation, dropout, eps, norm) for _ in range(spec.n_ffn))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x, additive_mask, token_mask):
-        h = self.bottleneck.input_dense(x)  # (B, L, I)
-        h, probs = self.attention(h, additive_mask)
-        for ffn in self.ffn:
-            h = ffn(h)
-        return self.bottleneck.LayerNorm(self.dropout(self.bottleneck.output_dense(h)) + x), probs  # (B, L, H)
-
-    @staticmethod
-    def count_params(spec, hidden_size):
-        h, i = hidden_size, spec.intra_size
-        projections = (h * i + i) + (i * h + h) + 2 * h
-        return projections + _attention_params(i, i) + spec.n_ffn * _ffn_params(i, spec.ffn_size)
-
-    @staticmethod
-    def count_flops(spec, hidden_size, seq_len):
-        h, i = hidden_size, spec.intra_size
-        return 2 * 2 * seq_len * h * i + _attention_flops(i, i, seq_len) + spec.n_ffn * 2 * 2 * seq_len * i * spec.ffn_size

@@ -41,7 +41,7 @@ def _ranked(scores: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(top).values
 
 
-class _Copier:
+class Copier:
     """Copies indexed teacher tensors into student parameters and counts what it copied."""
 
     def __init__(self, teacher_state: dict[str, torch.Tensor]) -> None:
@@ -98,7 +98,7 @@ def neuron_importance(teacher_state: dict[str, torch.Tensor], layer: int) -> tor
     return w_in.norm(dim=1) * w_out.norm(dim=0)
 
 
-def _head_rows(teacher_state: dict[str, torch.Tensor], layer: int, n_heads: int | None, inner: int) -> torch.Tensor:
+def head_rows(teacher_state: dict[str, torch.Tensor], layer: int, n_heads: int | None, inner: int) -> torch.Tensor:
     """Teacher rows of Q/K/V for a student attention ``inner`` wide: whole heads, most important first."""
     total = teacher_state[f"bert.encoder.layer.{layer}.attention.self.query.weight"].shape[0]
     if not n_heads:
@@ -107,6 +107,41 @@ def _head_rows(teacher_state: dict[str, torch.Tensor], layer: int, n_heads: int 
     order = torch.argsort(head_importance(teacher_state, layer, n_heads), descending=True, stable=True)
     rows = torch.cat([torch.arange(j * head_size, (j + 1) * head_size) for j in order.tolist()])
     return rows[:inner]
+
+
+class TeacherLayer:
+    """The teacher layer a student block starts from, as its :meth:`~nas.models.blocks.Block.inherit` sees it.
+
+    ``hid`` are the teacher residual dimensions the student keeps; the methods rank this layer's units and
+    copy teacher tensors (named as in Hugging Face BERT, relative to ``bert.encoder.layer.{layer}``) into
+    the block's modules, so a block type never needs the teacher's names or the copier itself.
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor], layer: int, n_teacher: int, teacher_heads: int | None,
+                 hid: torch.Tensor, copy: Copier) -> None:
+        self.state, self.layer, self.n_teacher, self.teacher_heads = state, layer, n_teacher, teacher_heads
+        self.hid, self.copy = hid, copy
+        self.prefix = f"bert.encoder.layer.{layer}"
+
+    def hidden(self, width: int) -> torch.Tensor:
+        """The ``width`` most important teacher residual dimensions (for a block's own inner width)."""
+        return _ranked(hidden_importance(self.state, self.n_teacher), width)
+
+    def head_rows(self, inner: int) -> torch.Tensor:
+        """Q/K/V rows of whole heads, most important first, for an attention ``inner`` wide."""
+        return head_rows(self.state, self.layer, self.teacher_heads, inner)
+
+    def attention(self, attention: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        _inherit_attention(attention, self.prefix, rows, cols, self.copy)
+
+    def ffn(self, ffn: nn.Module, cols: torch.Tensor) -> None:
+        """The teacher FFN into ``ffn`` (``intermediate.dense``, ``output.dense``, ``output.LayerNorm``),
+        its most important neurons first."""
+        neurons = _ranked(neuron_importance(self.state, self.layer), ffn.intermediate.dense.out_features)
+        _inherit_ffn(ffn, self.prefix, neurons, cols, self.copy)
+
+    def norm(self, norm: nn.Module, part: str, idx: torch.Tensor) -> None:
+        self.copy.norm(norm, f"{self.prefix}.{part}", idx)
 
 
 @torch.no_grad()
@@ -118,6 +153,8 @@ def inherit_from_teacher(
 ) -> int:
     """Copy teacher weights into ``model``: layer selection, importance-ordered width slicing.
 
+    What each layer takes is its block type's :meth:`~nas.models.blocks.Block.inherit`.
+
     Args:
         model: A freshly built student (not vocabulary-trimmed yet: trimming slices the inherited table).
         teacher_state: A Hugging Face ``BertForSequenceClassification`` state dict.
@@ -128,55 +165,31 @@ def inherit_from_teacher(
     Returns:
         The number of parameter tensors inherited.
     """
-    from nas.models.blocks import BottleneckBlock, ConvBlock, TransformerBlock
-
-    copy = _Copier(teacher_state)
+    copy = Copier(teacher_state)
     n_student = model.config.num_hidden_layers
     hid = _ranked(hidden_importance(teacher_state, n_teacher), model.config.hidden_size)
-    emb = model.bert.embeddings
-    _inherit_embeddings(emb, teacher_state, hid, copy)
-
+    _inherit_embeddings(model.bert.embeddings, teacher_state, hid, copy)
     for i, block in enumerate(model.bert.encoder.layer):
-        t = teacher_layer_for(i, n_student, n_teacher)
-        prefix = f"bert.encoder.layer.{t}"
-        if isinstance(block, (TransformerBlock, ConvBlock)):
-            ffn_idx = _ranked(neuron_importance(teacher_state, t), block.intermediate.dense.out_features)
-        if isinstance(block, TransformerBlock):
-            rows = _head_rows(teacher_state, t, teacher_heads, block.attention.self.query.out_features)
-            _inherit_attention(block.attention, prefix, rows, hid, copy)
-            _inherit_ffn(block, prefix, ffn_idx, hid, copy)
-        elif isinstance(block, ConvBlock):
-            copy.norm(block.conv.LayerNorm, f"{prefix}.attention.output.LayerNorm", hid)
-            _inherit_ffn(block, prefix, ffn_idx, hid, copy)
-        elif isinstance(block, BottleneckBlock):
-            # Inside the bottleneck the block's own width plays the hidden role: take the most important
-            # teacher dimensions of that width.
-            intra = _ranked(hidden_importance(teacher_state, n_teacher), block.bottleneck.input_dense.out_features)
-            rows = _head_rows(teacher_state, t, teacher_heads, block.attention.self.query.out_features)
-            _inherit_attention(block.attention, prefix, rows, intra, copy)
-            first = block.ffn[0]
-            _inherit_ffn(first, prefix, _ranked(neuron_importance(teacher_state, t), first.intermediate.dense.out_features), intra, copy)
-            copy.norm(block.bottleneck.LayerNorm, f"{prefix}.output.LayerNorm", hid)
-
+        block.inherit(TeacherLayer(teacher_state, teacher_layer_for(i, n_student, n_teacher), n_teacher, teacher_heads, hid, copy))
     copy.linear(model.bert.pooler.dense, "bert.pooler.dense", hid, hid)
     copy.linear(model.classifier, "classifier", None, hid)
     return copy.copied
 
 
-def _inherit_attention(attention: nn.Module, prefix: str, rows: torch.Tensor, cols: torch.Tensor, copy: _Copier) -> None:
+def _inherit_attention(attention: nn.Module, prefix: str, rows: torch.Tensor, cols: torch.Tensor, copy: Copier) -> None:
     for proj in ("query", "key", "value"):
         copy.linear(getattr(attention.self, proj), f"{prefix}.attention.self.{proj}", rows, cols)
     copy.linear(attention.output.dense, f"{prefix}.attention.output.dense", cols, rows)
     copy.norm(attention.output.LayerNorm, f"{prefix}.attention.output.LayerNorm", cols)
 
 
-def _inherit_ffn(ffn: nn.Module, prefix: str, neurons: torch.Tensor, cols: torch.Tensor, copy: _Copier) -> None:
+def _inherit_ffn(ffn: nn.Module, prefix: str, neurons: torch.Tensor, cols: torch.Tensor, copy: Copier) -> None:
     copy.linear(ffn.intermediate.dense, f"{prefix}.intermediate.dense", neurons, cols)
     copy.linear(ffn.output.dense, f"{prefix}.output.dense", cols, neurons)
     copy.norm(ffn.output.LayerNorm, f"{prefix}.output.LayerNorm", cols)
 
 
-def _inherit_embeddings(emb: nn.Module, teacher_state: dict[str, torch.Tensor], hid: torch.Tensor, copy: _Copier) -> None:
+def _inherit_embeddings(emb: nn.Module, teacher_state: dict[str, torch.Tensor], hid: torch.Tensor, copy: Copier) -> None:
     positions = teacher_state["bert.embeddings.position_embeddings.weight"].index_select(1, hid)  # (P, H_s)
     if "bert.embeddings.token_type_embeddings.weight" in teacher_state:
         positions = positions + teacher_state["bert.embeddings.token_type_embeddings.weight"][0, hid]

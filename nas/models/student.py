@@ -23,7 +23,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from nas.candidate import Architecture, BlockSpec
-from nas.models.blocks import BLOCKS, NoNorm, create_block
+from nas.models.blocks import NoNorm, block_class, create_block
 from nas.models.embeddings import Embeddings
 from nas.models.stored import use_stored_weights
 
@@ -296,14 +296,14 @@ def count_params(arch: Architecture, num_labels: int, max_positions: int = 512, 
     """Parameters of the student ``arch`` describes: embeddings, blocks, pooler and classifier."""
     h = arch.hidden_size
     rows = arch.vocab_size or vocab_size
-    blocks = sum(BLOCKS[b.type].count_params(b, h) for b in arch.layers)
+    blocks = sum(block_class(b.type).count_params(b, h) for b in arch.layers)
     return Embeddings.count_params(rows, h, max_positions, arch.embedding_size) + blocks + (h * h + h) + (h * num_labels + num_labels)
 
 
 def count_flops(arch: Architecture, seq_len: int, num_labels: int = 2) -> int:
     """FLOPs of one sequence of ``seq_len`` tokens (2 per multiply-add of matrix products and convolutions)."""
     h = arch.hidden_size
-    blocks = sum(BLOCKS[b.type].count_flops(b, h, seq_len) for b in arch.layers)
+    blocks = sum(block_class(b.type).count_flops(b, h, seq_len) for b in arch.layers)
     return Embeddings.count_flops(h, seq_len, arch.embedding_size) + blocks + 2 * (h * h + h * num_labels)
 
 
@@ -321,4 +321,6 @@ def _shrink_ffns(model: nn.Module, sizes: dict[str, int]) -> None:
         dense, out = ffn.intermediate.dense, ffn.output.dense
         ffn.intermediate.dense = nn.Linear(dense.in_features, size, bias=dense.bias is not None)
         ffn.output.dense = nn.Linear(size, out.out_features, bias=out.bias is not None)
+        if hasattr(ffn, "keep_ffn_units_"):  # other per-neuron tensors (a depthwise conv between the two)
+            ffn.keep_ffn_units_(torch.arange(size))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from nas.config import CampaignConfig
 from nas.errors import NasUserError, is_disk_full
 from nas.output import Output
+from nas.samplers import build_sampler
 from nas.search.context import STALE_TEMP_S, build_context, cache_root, prepare_supernet_dir, sweep_stale_teacher_temps
 from nas.search.driver import MAX_CONSECUTIVE_REPEATS, Driver, run_trial
 from nas.search.folder import (
@@ -66,28 +67,14 @@ class CampaignResult:
 
 
 def make_sampler(name: str, seed: int, constrained: bool = False) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of a campaign (NSGA-II by default).
+    """The campaign's Optuna sampler, from :data:`nas.samplers.SAMPLERS` (NSGA-II by default).
 
     Constraint values are set on each trial before it is told (``trial.set_constraint``); samplers that
-    support constraints read them back through ``constraints_func``. TPE uses the constant liar so trials
-    asked while others run (Ray) do not all land on the same point.
+    support constraints read them back through ``constraints_func``.
     """
-    import optuna
-
     from nas.search.optuna_private import stored_constraints
 
-    cf = stored_constraints if constrained else None
-    samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=8, constraints_func=cf),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, constraints_func=cf),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed, constraints_func=cf),
-    }
-    with warnings.catch_warnings():
-        # Optuna 5 deprecates constraints_func (it reads set_constraint values too); the warning is Optuna's
-        # internals, not the user's to act on, and printed even with --quiet.
-        warnings.filterwarnings("ignore", message=r".*`constraints_func`", category=FutureWarning)
-        return samplers[name]()
+    return build_sampler(name, seed, stored_constraints if constrained else None)
 
 
 def make_executor(config: CampaignConfig, ray_address: str | None = None) -> Executor:

@@ -96,7 +96,7 @@ def finalize_front(campaign_dir: str | Path, *, tune_trials: int, out: Output | 
     out = out or Output()
     started = time.perf_counter()
     study, config = load_study(campaign_dir)
-    local = [p for p in (load_profile(name) for name in config.profiles) if p.latency.method == "local"]
+    local = [p for p in (load_profile(name) for name in config.profiles) if p.backend.measures_host]
     result = FinalizeResult(profiles=[p.name for p in local])
     if not local:
         out.info("final front: no profile is measured on this machine; every latency stays as the search labelled it")
@@ -164,7 +164,7 @@ def shipped_student(candidate: Candidate, seq_len: int) -> torch.nn.Module:
     import torch
 
     from nas.compress.pipeline import compress_model
-    from nas.pretune import shaped_student
+    from nas.hardware.workloads import shaped_student
 
     model = shaped_student(candidate, seq_len)
     recipe = candidate.compression

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nas.hardware.latency import LatencySettings  # moved to nas.hardware; re-exported for callers
+
 if TYPE_CHECKING:
     import torch
 
@@ -22,33 +24,6 @@ if TYPE_CHECKING:
     from nas.hardware.memory import Feasibility
     from nas.hardware.profiles import HardwareProfile
     from nas.train import TrainSettings
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    """How each trial is timed.
-
-    Args:
-        seq_len: Tokens per sequence of the timed input (batch 1); the campaign's ``max_seq_len``.
-        repeats: Timed repeats; the median and spread are over these. ≥ 3.
-        number: Runs averaged inside each repeat; ≥ 1.
-        reference_backends: Host-only backends timed next to TVM for cross-checks (``onnxruntime``, ``torch``).
-        tune: Schedule TVM builds with MetaSchedule from the shared tuning database, tuning workloads it
-            lacks (expensive: minutes per new workload on 2 cores); False builds untuned (labelled so).
-        trials_per_task: MetaSchedule trials per new workload; ≥ 1.
-        max_new_tasks: Tune at most this many new workloads per build (largest first); None = all.
-        check_compile: Cross-compile every candidate for every non-local profile (a candidate that does
-            not compile for a device is infeasible there); MCU code size comes from this build.
-    """
-
-    seq_len: int = 64
-    repeats: int = 10
-    number: int = 5
-    reference_backends: tuple[str, ...] = ("onnxruntime",)
-    tune: bool = False
-    trials_per_task: int = 64
-    max_new_tasks: int | None = None
-    check_compile: bool = True
 
 
 @dataclass
@@ -377,8 +352,8 @@ def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
     t2 = time.perf_counter()
     example = (torch.ones(1, ctx.latency.seq_len, dtype=torch.long), torch.ones(1, ctx.latency.seq_len, dtype=torch.long))
     bits = candidate.weight_bits
-    prepared = prepare(model, example)
-    latency = {p.name: LATENCY_BACKENDS["estimate"](prepared, example, p, ctx.latency, bits) for p in ctx.profiles}
+    prepared = prepare(model, example, bits)
+    latency = {p.name: LATENCY_BACKENDS.get("estimate").measure(prepared, p, ctx.latency) for p in ctx.profiles}
     feasibility = {p.name: check_profile_feasibility(model, example, p, weight_bits=bits, compile_for_device=False,
                                                      stored_weight_bytes=int(trained.outcome.size.total_bytes))
                    for p in ctx.profiles}

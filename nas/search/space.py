@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from nas.candidate import BLOCK_FIELDS, Architecture, BlockSpec, Candidate, DistillSettings, PretrainSettings
+from nas.candidate import Architecture, BlockSpec, Candidate, DistillSettings, PretrainSettings
 from nas.compress.recipe import CompressionRecipe
 from nas.errors import NasUserError
+from nas.models.blocks import block_class, list_blocks
 from nas.resources import data_dir
 from nas.yamlio import describe_validation_error, read_yaml
 
@@ -204,21 +205,22 @@ class SearchSpace(BaseModel):
         if "type" not in arch.blocks:
             raise ValueError("architecture.blocks has no 'type'; add e.g. type: transformer")
         types = _probe(arch.blocks["type"])
+        fields = {t: list(block_class(t).fields) for t in list_blocks()}
         for t in types:
-            if t not in BLOCK_FIELDS:
-                raise ValueError(f"architecture.blocks.type {t!r} is not a registered block type; choose one of {', '.join(BLOCK_FIELDS)}")
+            if t not in fields:
+                raise ValueError(f"architecture.blocks.type {t!r} is not a registered block type; choose one of {', '.join(fields)}")
         for key, section in arch.blocks.items():
             if key == "type":
                 continue
             if key not in types:
                 raise ValueError(f"architecture.blocks.{key} is given but {key!r} is not a blocks.type choice; add it to the choices or remove the section")
             if not isinstance(section, dict):
-                raise ValueError(f"architecture.blocks.{key} must be a mapping of {', '.join(BLOCK_FIELDS[key])}")
+                raise ValueError(f"architecture.blocks.{key} must be a mapping of {', '.join(fields[key])}")
         for t in types:
             section = arch.blocks.get(t) or {}
             for key in section:
-                if key not in BLOCK_FIELDS[t]:
-                    raise ValueError(f"architecture.blocks.{t}.{key} is not a {t} block setting; valid settings are {', '.join(BLOCK_FIELDS[t])}")
+                if key not in fields[t]:
+                    raise ValueError(f"architecture.blocks.{t}.{key} is not a {t} block setting; valid settings are {', '.join(fields[t])}")
             self._check_block_combinations(t, section)
 
     def _check_block_combinations(self, block_type: str, section: dict[str, Any]) -> None:
@@ -234,10 +236,11 @@ class SearchSpace(BaseModel):
             settings = dict(zip(names, combo[1:]))
             where = f"architecture.blocks.{block_type}"
             _try(where, settings, lambda: Architecture(combo[0], (BlockSpec(block_type, **settings),)), hidden=combo[0])
+        layer = BlockSpec(block_type, **{n: g[0] for n, g in zip(names, grids)})  # any valid layer: only the embeddings vary
         for e in embedding:
-            _try("architecture.embedding_size", e, lambda: Architecture(hidden[0], (BlockSpec("conv", kernel_size=1, ffn_size=1),), embedding_size=e))
+            _try("architecture.embedding_size", e, lambda: Architecture(hidden[0], (layer,), embedding_size=e))
         for v in _probe(arch.vocab_size):
-            _try("architecture.vocab_size", v, lambda: Architecture(hidden[0], (BlockSpec("conv", kernel_size=1, ffn_size=1),), vocab_size=v))
+            _try("architecture.vocab_size", v, lambda: Architecture(hidden[0], (layer,), vocab_size=v))
 
     # ------------------------------------------------------------------------------------------ sampling
 

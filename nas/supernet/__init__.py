@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from nas.supernet.cache import PreparedSupernet, load_supernet, prepare_supernet, supernet_fingerprint
 from nas.supernet.extract import extract_student
-from nas.supernet.supernet import Supernet, SupernetSpec, init_from_teacher, layer_map
+from nas.supernet.supernet import Supernet, SupernetSpec, elastic_blocks, init_from_teacher, layer_map
 from nas.supernet.train import SupernetSettings, subnet_accuracy, subnet_loss, train_supernet
 
 __all__ = [
-    "PreparedSupernet", "Supernet", "SupernetSettings", "SupernetSpec", "extract_student", "init_from_teacher",
+    "PreparedSupernet", "Supernet", "SupernetSettings", "SupernetSpec", "elastic_blocks", "extract_student", "init_from_teacher",
     "layer_map", "load_supernet", "prepare_supernet", "subnet_accuracy", "subnet_loss", "supernet_fingerprint",
     "train_supernet",
 ]

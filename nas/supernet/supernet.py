@@ -37,15 +37,24 @@ from torch import nn
 
 from nas.candidate import Architecture, BlockSpec
 from nas.errors import NasUserError
-from nas.models.blocks import ACTIVATIONS, ConvBlock, TransformerBlock
+from nas.models.block_conv import ConvBlock
+from nas.models.block_transformer import TransformerBlock
+from nas.models.blocks import ACTIVATIONS, block_class, list_blocks
 from nas.models.embeddings import Embeddings
-from nas.models.inherit import _Copier, _head_rows, hidden_importance, neuron_importance, teacher_layer_for
+from nas.models.inherit import Copier, head_rows, hidden_importance, neuron_importance, teacher_layer_for
 
 if TYPE_CHECKING:
     import random
 
-ELASTIC_BLOCKS = ("transformer", "conv")  # block types the supernet holds a branch for
-_BLOCK_KEYS = {"transformer": {"heads", "ffn_size", "activation"}, "conv": {"kernel_size", "ffn_size", "activation"}}
+
+
+def elastic_blocks() -> dict[str, frozenset[str]]:
+    """Block types the supernet holds a branch for → the settings it shares weights over.
+
+    Each block type states this itself (``Block.supernet_keys``; None: no branch), so a new type is refused
+    by :meth:`SupernetSpec.from_space` until it declares, and this module implements, a branch.
+    """
+    return {name: block_class(name).supernet_keys for name in list_blocks() if block_class(name).supernet_keys is not None}
 
 
 @dataclass(frozen=True)
@@ -117,9 +126,11 @@ class SupernetSpec:
         def choices(entry: Any) -> tuple[Any, ...]:
             return tuple(entry.values()) if hasattr(entry, "values") and not isinstance(entry, dict) else (entry,)
 
+        elastic = elastic_blocks()
+
         def refuse(field: str, value: Any, why: str) -> NasUserError:
             return NasUserError(f"{where}: architecture.{field} {value!r} {why}; the supernet scorer shares weights over "
-                                "depth, hidden size, heads, FFN size and transformer/conv blocks only, so use "
+                                f"depth, hidden size, heads, FFN size and {'/'.join(elastic)} blocks only, so use "
                                 "fidelity.scorer: standalone for this space.")
 
         for field in ("embedding_size", "vocab_size"):
@@ -127,13 +138,13 @@ class SupernetSpec:
                 raise refuse(field, getattr(arch, field), "is not elastic in the supernet")
         types = choices(arch.blocks["type"])
         for t in types:
-            if t not in ELASTIC_BLOCKS:
+            if t not in elastic:
                 raise refuse("blocks.type", t, "has no supernet branch")
         sections = {t: dict(arch.blocks.get(t) or {}) for t in types}
         activations = set()
         for t, section in sections.items():
             for key, entry in section.items():
-                if key not in _BLOCK_KEYS[t]:
+                if key not in elastic[t]:
                     raise refuse(f"blocks.{t}.{key}", entry, "is not elastic in the supernet")
             values = choices(section.get("activation", "gelu"))
             if len(values) != 1:
@@ -346,7 +357,7 @@ def init_from_teacher(net: Supernet, teacher_state: dict[str, torch.Tensor], n_t
     order = torch.argsort(hidden_importance(teacher_state, n_teacher), descending=True, stable=True)[: spec.max_hidden]
     hid = order  # residual dims, most important first
 
-    copy = _Copier(teacher_state)  # the inheritance copier: indexed teacher rows/cols into the leading block
+    copy = Copier(teacher_state)  # the inheritance copier: indexed teacher rows/cols into the leading block
 
     def norm(ln: nn.Module, name: str) -> None:
         copy.norm(ln, name, hid)
@@ -373,7 +384,7 @@ def init_from_teacher(net: Supernet, teacher_state: dict[str, torch.Tensor], n_t
             norm(block.output.LayerNorm, f"{prefix}.output.LayerNorm")
         if getattr(layer, "transformer", None) is not None:
             attention = layer.transformer.attention
-            rows = _head_rows(teacher_state, t, teacher_heads, spec.max_hidden)  # whole heads, most important first
+            rows = head_rows(teacher_state, t, teacher_heads, spec.max_hidden)  # whole heads, most important first
             for proj in ("query", "key", "value"):
                 copy.linear(getattr(attention.self, proj), f"{prefix}.attention.self.{proj}", rows, hid)
             copy.linear(attention.output.dense, f"{prefix}.attention.output.dense", hid, rows)
