@@ -102,6 +102,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     import dataclasses
 
     from nas.export import export_all
+    from nas.hardware.measure import provenance
     from nas.search.finalize import shipped_student, measure_shipped
     from nas.search.objective import evaluate_candidate, train_candidate
     from nas.select import shipped_latency, check_parity
@@ -132,6 +133,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     latency = {"onnx": (final["onnxruntime"]["median_ms"], shipped["onnxruntime"]["median_ms"], shipped["onnxruntime"]["backend"]),
                "tvm": (tvm_front, tvm_measured, "tvm" if shipped.get("tvm") else "tvm (partly tuned)"),
                "hf": (None, None, None)}
+    search = metrics.latency[profile.name]
     rows = []
     for artefact in ("onnx", "hf", "tvm"):
         score = parity["artefacts"].get(artefact, {})
@@ -143,7 +145,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
             "front_size_bytes": metrics.size_bytes if artefact == "onnx" else None, "file_bytes": sizes[artefact],
             "front_latency_ms": front_ms, "measured_latency_ms": measured_ms, "latency_backend": backend,
             "search_latency_ms": metrics.latency[profile.name].median_ms,
-            "search_latency_how": metrics.latency[profile.name].provenance,
+            "search_latency_how": provenance(search.is_measured, search.is_tuned, search.backend),
             "torch_accuracy": torch_accuracy, "artefact_accuracy": score.get("accuracy"),
             "loads_without_lightnas": score.get("loads_without_lightnas"), "error": score.get("error"),
             "tvm_over_ort": final.get("tvm_over_ort"),
