@@ -103,6 +103,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     import dataclasses
 
     from nas.export import export_all
+    from nas.hardware.measure import provenance
     from nas.search.finalize import shipped_student, measure_shipped
     from nas.search.objective import evaluate_candidate, train_candidate
     from nas.select import shipped_latency, check_parity
@@ -116,8 +117,12 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     model = train_candidate(candidate, ctx, seed).model.eval()  # the same student, as nas select rebuilds it
     torch_accuracy = accuracy(model, test)
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
-        card = {"campaign": "export-fidelity", "profile": profile.name, "trial": name, "candidate": candidate.to_dict(),
-                "size_bytes": metrics.size_bytes, "latency": metrics.latency[profile.name].to_dict()}
+        card = {"campaign": "export-fidelity", "campaign_dir": "(benchmark: no campaign folder)", "profile": profile.name,
+                "trial": name, "candidate": candidate.to_dict(), "size_bytes": metrics.size_bytes,
+                "latency": metrics.latency[profile.name].to_dict(), "reasons": ["a benchmark candidate (export_fidelity.py)"],
+                "steps": config.fidelity.steps, "finalized": False, "search_validation_accuracy": metrics.accuracy,
+                "validation_accuracy": metrics.accuracy, "test_accuracy": torch_accuracy, "test_size": len(test),
+                "mlflow": {"tracking_uri": "(none)", "campaign_run_id": None, "trial_run_id": None}}
         files = export_all(model, profile, Path(tmp), card, seq_len=config.max_seq_len, tuning=no_new, out=out)
         choice = type("Choice", (), {"latency": card["latency"]})()
         shipped = shipped_latency(files, profile, config, choice, out)["final_latency"]
@@ -129,6 +134,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
     latency = {"onnx": (final["onnxruntime"]["median_ms"], shipped["onnxruntime"]["median_ms"], shipped["onnxruntime"]["backend"]),
                "tvm": (tvm_front, tvm_measured, "tvm" if shipped.get("tvm") else "tvm (partly tuned)"),
                "hf": (None, None, None)}
+    search = metrics.latency[profile.name]
     rows = []
     for artefact in ("onnx", "hf", "tvm"):
         score = parity["artefacts"].get(artefact, {})
@@ -140,7 +146,7 @@ def one_candidate(name, candidate, ctx, config, profile, test, settings, seed, o
             "front_size_bytes": metrics.size_bytes if artefact == "onnx" else None, "file_bytes": sizes[artefact],
             "front_latency_ms": front_ms, "measured_latency_ms": measured_ms, "latency_backend": backend,
             "search_latency_ms": metrics.latency[profile.name].median_ms,
-            "search_latency_how": metrics.latency[profile.name].provenance,
+            "search_latency_how": provenance(search.is_measured, search.is_tuned, search.backend),
             "torch_accuracy": torch_accuracy, "artefact_accuracy": score.get("accuracy"),
             "loads_without_lightnas": score.get("loads_without_lightnas"), "error": score.get("error"),
             "tvm_over_ort": final.get("tvm_over_ort"),
