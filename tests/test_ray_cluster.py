@@ -12,7 +12,7 @@ Binding, measured here with Ray 2.60: Ray's servers bind 127.0.0.1 only when the
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, a setting under which ``ray start --address`` (a second node)
 refuses to run. So the head runs with it and binds loopback only; the second node takes node IP
 127.0.0.2 (loopback, but not the literal Ray special-cases) and reaches the head at ``[::ffff:127.0.0.1]``
-(not rewritten); its raylet listens on every interface (token authentication still applies).
+(not rewritten); its raylet and its workers listen on every interface (token authentication still applies).
 :func:`test_the_cluster_listens_where_documented` pins exactly that.
 """
 
@@ -152,8 +152,15 @@ def test_the_cluster_listens_where_documented(cluster):
     head_exposed = sorted(s for s in seen if s[3] == 0 and not is_loopback(s[0]))
     assert not head_exposed, f"the head listens beyond loopback: {head_exposed}"
     # The second node: Ray binds every interface for any node IP but the literal 127.0.0.1 (see the docstring).
-    node2_exposed = {name for ip, _, name, node in seen if node == 1 and not is_loopback(ip)}
-    assert node2_exposed <= {"raylet"}, sorted(seen)
+    assert_only_node2_raylet_and_workers_exposed(seen)
+
+
+def assert_only_node2_raylet_and_workers_exposed(seen: set[tuple[str, int, str, int]]) -> None:
+    """The head listens on loopback only; beyond it, only the second node's raylet and its workers (``ray::…``)."""
+    from test_listening import is_loopback
+
+    exposed = sorted(s for s in seen if not is_loopback(s[0]))
+    assert all(node == 1 and (name == "raylet" or name.startswith("ray::")) for _, _, name, node in exposed), exposed
 
 
 def test_a_wrong_token_is_one_line_naming_authentication(cluster, monkeypatch):
@@ -190,6 +197,7 @@ def test_a_campaign_runs_on_both_nodes_with_nothing_read_from_the_drivers_disk(c
         executor={"kind": "ray", "workers": 2, "max_retries": 0}))
     result = run_campaign(config, tmp_path / "c", ray_address=cluster.address, out=Output(quiet=True))
     assert result.n_complete == 4 and result.n_failed == 0
+    assert_only_node2_raylet_and_workers_exposed(cluster.listening())  # now with the trials' workers
     study, _ = load_study(tmp_path / "c")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     nodes = {t.user_attrs["node"]["node_ip"] for t in trials}
