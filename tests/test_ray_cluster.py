@@ -218,3 +218,65 @@ def test_a_campaign_runs_on_both_nodes_with_nothing_read_from_the_drivers_disk(c
     assert len(children) == 4
     for run in children:
         assert "model.onnx" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.data.tags
+
+
+def test_losing_the_second_node_mid_campaign_retries_or_fails_its_trials_and_the_campaign_finishes(
+        tmp_path_factory, monkeypatch, tmp_path):
+    """SIGKILL the second node's raylet while a trial runs there: Ray retries that trial elsewhere (the
+    task's worker died with its node) or it is FAILED with the reason; every trial is told."""
+    import threading
+
+    import optuna
+
+    from nas.config import CampaignConfig
+    from nas.output import Output
+    from nas.search.campaign import run_campaign
+    from nas.search.store import load_study
+
+    doomed = Cluster(tmp_path_factory.mktemp("doomed"))
+    killed: list[str] = []
+
+    def kill_node2_when_busy(stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            procs = node_processes([doomed.temp_dirs[1]])
+            names = {p.pid: _name(p) for p in procs}
+            if any(name.startswith("ray::_run_on") for name in names.values()):
+                for pid, name in names.items():
+                    if name == "raylet":
+                        psutil.Process(pid).kill()
+                        killed.append(f"raylet {pid}")
+                return
+
+    stop = threading.Event()
+    try:
+        doomed.start()
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(doomed.token_file))
+        monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        watcher = threading.Thread(target=kill_node2_when_busy, args=(stop,), daemon=True)
+        watcher.start()
+        config = CampaignConfig.model_validate(small_campaign_dict(
+            name="node-loss", n_trials=3, fidelity={"steps": 8},
+            executor={"kind": "ray", "workers": 2, "max_retries": 2}))
+        result = run_campaign(config, tmp_path / "c", ray_address=doomed.address, out=Output(quiet=True))
+    finally:
+        stop.set()
+        os.environ.pop("RAY_AUTH_MODE", None)
+        doomed.stop()
+    assert killed, "no trial ever ran on the second node, so nothing was killed"
+    study, _ = load_study(tmp_path / "c")
+    states = [t.state for t in study.trials]
+    assert len(states) == 3 and optuna.trial.TrialState.RUNNING not in states, states
+    assert result.n_complete + result.n_failed == 3
+    for trial in study.trials:
+        print(f"node loss: trial {trial.number} {trial.state.name} on {trial.user_attrs.get('node')} "
+              f"{trial.user_attrs.get('fail_reason', '')[:200]}")
+        if trial.state == optuna.trial.TrialState.FAIL:
+            assert trial.user_attrs.get("fail_reason"), trial
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""

@@ -499,6 +499,10 @@ def _run_on_node(limit_mib: int | None, fn: Callable[..., Any], *args: Any) -> t
             with open(path, "rb") as handle:
                 files[name] = handle.read()
             os.remove(path)
+            try:
+                os.rmdir(os.path.dirname(path))  # the trial's own staging folder, now empty
+            except OSError:
+                pass
     return result, node, files
 
 
