@@ -147,6 +147,8 @@ class Driver:
 
         for outcome in self.executor.wait(list(self.pending)):
             job = self.pending.pop(outcome.job)
+            if outcome.node:  # Ray: the node it ran on, so a cluster's placement can be checked per trial
+                job.trial.set_user_attr("node", outcome.node)
             is_final = outcome.error is not None or self.scheduler.is_last(job)
             if not is_final:
                 following = self.scheduler.next_job(job, outcome.result)

@@ -23,6 +23,7 @@ class Outcome:
     job: Any
     result: Any = None
     error: BaseException | None = None
+    node: dict[str, str] | None = None  # Ray only: where it ran (node_id, node_ip), recorded on the trial
 
 
 # Libraries a trial imports lazily whose import maps hundreds of MiB of address space (TVM with LLVM, ONNX
@@ -169,36 +170,26 @@ class RayExecutor(Executor):
             raise MissingDependencyError("the Ray executor needs ray: pip install 'ray==2.60.0'") from None
         self._ray = ray
         self.max_parallel = workers
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        self._cluster = bool(address)  # a cluster by address: what a trial reads travels through the object store
+        self._owns_ray = not ray.is_initialized()  # this executor connected or started it, so it disconnects
+        if self._owns_ray:
             if address:
-                check_ray_address(address)  # ray.init would otherwise retry a dead address for minutes
-                kwargs["address"] = address
+                connect_ray_cluster(ray, address)
             else:
-                # Measured here: ~4-5 s and ~0.4 GB without the dashboard (../shared/STACK.md).
-                kwargs["num_cpus"] = max(workers * cpus_per_trial, os.cpu_count() or 1)
-                kwargs["_temp_dir"] = temp_dir
-                kwargs["_node_ip_address"] = _bind_loopback_only(ray)
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, TimeoutError, RuntimeError) as exc:
-                if not address:
-                    _restore_cluster_mode(ray)
-                if address:
-                    raise NasUserError(
-                        f"--ray-address {address}: no Ray cluster answered ({exc}); start one with "
-                        "'ray start --head' or drop --ray-address to run locally."
-                    ) from None
-                raise
-        self._owns_ray = not address
+                _start_local_ray(ray, max(workers * cpus_per_trial, os.cpu_count() or 1), temp_dir)
         options: dict[str, Any] = {"num_cpus": cpus_per_trial, "max_retries": max_retries, "retry_exceptions": False}
         if memory_mib_per_trial:
             options["memory"] = memory_mib_per_trial * 1024 * 1024  # for Ray's scheduler; enforced below
         self._options = options
         self._memory_mib = memory_mib_per_trial
-        self._remote = ray.remote(call_with_memory_bound).options(**options)
+        self._remote = ray.remote(_run_on_node).options(**options)
+        self._artifact_dir: str | None = None  # the driver's folder for artifacts that come back from other nodes
 
     def share(self, value: Any) -> Any:
+        """Put ``value`` in the object store once; on a cluster, with the driver-local folders it names."""
+        if self._cluster:
+            self._artifact_dir = getattr(value, "onnx_dir", None)
+            value = ship_folders(self._ray, value)
         return self._ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -211,7 +202,8 @@ class RayExecutor(Executor):
         outcomes = []
         for ref in ready:
             try:
-                outcomes.append(Outcome(ref, result=self._ray.get(ref)))
+                result, node, files = self._ray.get(ref)
+                outcomes.append(Outcome(ref, result=land_artifacts(result, files, self._artifact_dir), node=node))
             except self._ray.exceptions.RayTaskError as exc:
                 outcomes.append(Outcome(ref, error=exc.as_instanceof_cause()))
             except (self._ray.exceptions.WorkerCrashedError, self._ray.exceptions.RayError) as exc:
@@ -219,6 +211,7 @@ class RayExecutor(Executor):
         return outcomes
 
     def shutdown(self) -> None:
+        """Stop the local Ray, or disconnect from the cluster (which keeps running)."""
         if self._owns_ray and self._ray.is_initialized():
             self._ray.shutdown()
         if self._owns_ray:
@@ -259,3 +252,274 @@ def _restore_cluster_mode(ray: Any) -> None:
     else:
         os.environ[_LOOPBACK_ENV] = previous
     ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(_LOOPBACK_ENV, not ray_constants.IS_WINDOWS_OR_OSX)
+
+
+def _start_local_ray(ray: Any, num_cpus: int, temp_dir: str | None) -> None:
+    """Start a Ray instance for this campaign alone, listening on loopback only."""
+    # Measured here: ~4-5 s and ~0.4 GB without the dashboard (../shared/STACK.md).
+    node_ip = _bind_loopback_only(ray)
+    try:
+        ray.init(num_cpus=num_cpus, _temp_dir=temp_dir, _node_ip_address=node_ip, include_dashboard=False,
+                 log_to_driver=False)
+    except BaseException:
+        _restore_cluster_mode(ray)
+        raise
+
+
+# --- a cluster by address: token authentication, loopback heads, one clear line when connecting fails ---
+
+_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def ray_token_source() -> str | None:
+    """Where Ray would read its authentication token from on this machine (Ray's own order), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}"
+    default = os.path.expanduser("~/.ray/auth_token")
+    return default if os.path.isfile(default) else None
+
+
+def _use_token_if_available() -> str | None:
+    """Turn on Ray's token authentication for this driver when a token is at hand; returns its source.
+
+    Ray 2.60 enables token authentication on every cluster ``ray start`` makes, but a driver given an explicit
+    address only sends a token when ``RAY_AUTH_MODE=token`` (Ray turns it on by itself for ``address="auto"``
+    only). Following Ray's documented setup, the driver therefore sets ``RAY_AUTH_MODE=token`` when a token is
+    available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``). A mode the user set
+    explicitly, ``disabled`` included, is left alone.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    source = ray_token_source()
+    if os.environ.get(_AUTH_MODE_ENV) is None and source is not None:
+        os.environ[_AUTH_MODE_ENV] = "token"
+    Config.initialize("")  # Ray caches its config and token: re-read both so this process sees them as set now
+    AuthenticationTokenLoader.instance().reset_cache()
+    return source
+
+
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def connect_ray_cluster(ray: Any, address: str) -> None:
+    """``ray.init`` to a running cluster, or one :class:`NasUserError` line saying what failed.
+
+    Three failures are told apart: nothing listens at the address; a Ray GCS answered but refused this
+    driver's token (or none was sent); anything else Ray reports. A loopback head (``ray start --head
+    --node-ip-address=127.0.0.1``) is reached on loopback: Ray would otherwise rewrite 127.0.0.1 into the
+    machine's external address, where a loopback-bound head does not listen.
+    """
+    check_ray_address(address)  # ray.init would otherwise retry a dead address for minutes
+    source = _use_token_if_available()
+    hostport = address.removeprefix("ray://")
+    host = hostport.rpartition(":")[0]
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+    if _is_loopback_host(host):
+        kwargs["_node_ip_address"] = _bind_loopback_only(ray)
+    try:
+        if not address.startswith("ray://"):
+            _probe_gcs(address, source)
+        ray.init(**kwargs)
+    except BaseException as exc:
+        _restore_cluster_mode(ray)
+        if isinstance(exc, NasUserError):
+            raise
+        if isinstance(exc, (ConnectionError, TimeoutError, RuntimeError)):
+            raise NasUserError(f"--ray-address {address}: connecting to the Ray cluster failed "
+                               f"({_last_line(exc)}).") from None
+        raise
+
+
+def _auth_failure(address: str, source: str | None) -> NasUserError:
+    if source is None:
+        why = "this driver has no Ray authentication token"
+    elif os.environ.get(_AUTH_MODE_ENV, "").lower() != "token":
+        why = f"{_AUTH_MODE_ENV}={os.environ.get(_AUTH_MODE_ENV)} here, so the token ({source}) was not sent"
+    else:
+        why = f"it rejected the token from {source}"
+    return NasUserError(
+        f"--ray-address {address}: the Ray cluster answered but refused authentication ({why}); give this "
+        "driver the head's token with RAY_AUTH_TOKEN_PATH=<the head's ~/.ray/auth_token> or RAY_AUTH_TOKEN.")
+
+
+def _probe_gcs(address: str, source: str | None, timeout_s: float = 20.0) -> None:
+    """Ask the cluster's GCS for its id once, so a refused token is one line, not 20 retries and a traceback."""
+    import threading
+
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    failure: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address).cluster_id
+        except BaseException as exc:  # reported by the caller
+            failure.append(exc)
+
+    with _quiet_stderr():  # Ray's C++ client logs each refused attempt to fd 2
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+    if thread.is_alive():
+        raise NasUserError(f"--ray-address {address}: something listens there but no Ray GCS answered within "
+                           f"{timeout_s:.0f} s; is it the head's --port?")
+    if failure and isinstance(failure[0], AuthenticationError):
+        raise _auth_failure(address, source)
+    if failure:
+        raise NasUserError(f"--ray-address {address}: the Ray GCS there did not answer ({_last_line(failure[0])}).")
+
+
+class _quiet_stderr:
+    """Send file descriptor 2 to /dev/null for a moment (C++ logging that Python cannot catch)."""
+
+    def __enter__(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+# --- what a trial reads, shipped through the object store to nodes that do not share the driver's disk ---
+
+_SHIPPED_FOLDERS = ("teacher_dir", "supernet_dir")  # TrialContext fields naming driver-local folders
+
+
+@dataclass
+class _Folder:
+    """A driver-local folder in Ray's object store: ``ref`` holds ``{relative path: bytes}``."""
+
+    digest: str
+    ref: Any
+
+
+@dataclass
+class _Shipped:
+    """A shared value whose folder fields are rewritten, on each node, to that node's copy."""
+
+    value: Any
+    folders: dict[str, _Folder]
+
+
+def ship_folders(ray: Any, value: Any) -> Any:
+    """Wrap ``value`` so the folders its :data:`_SHIPPED_FOLDERS` fields name travel with it (once each)."""
+    import hashlib
+    from pathlib import Path
+
+    folders = {}
+    for name in _SHIPPED_FOLDERS:
+        folder = getattr(value, name, None)
+        if not folder or not Path(folder).is_dir():
+            continue
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+        digest = hashlib.sha256()
+        for rel, data in files.items():
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        folders[name] = _Folder(digest.hexdigest()[:24], ray.put(files))
+    return _Shipped(value, folders) if folders else value
+
+
+_node_copies: dict[str, str] = {}  # digest -> this node's folder, once looked up in this worker process
+
+
+def _node_copy(folder: _Folder) -> str:
+    """This node's copy of ``folder`` under its ``$LIGHTNAS_CACHE/shipped``: fetched by the first trial on
+    the node (written to a temporary folder, then renamed, so concurrent trials never see half a copy)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from nas.search.context import cache_root
+
+    if folder.digest in _node_copies:
+        return _node_copies[folder.digest]
+    target = cache_root() / "shipped" / folder.digest
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        for rel, data in ray.get(folder.ref).items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+        try:
+            staging.rename(target)
+        except OSError:  # another trial on this node got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    _node_copies[folder.digest] = str(target)
+    return str(target)
+
+
+def _unship(value: Any) -> tuple[Any, bool]:
+    """The value a trial reads on this node, and whether it came from another machine's driver."""
+    import dataclasses
+
+    if not isinstance(value, _Shipped):
+        return value, False
+    from nas.search.context import cache_root
+
+    changes = {name: _node_copy(folder) for name, folder in value.folders.items()}
+    if getattr(value.value, "onnx_dir", None):
+        changes["onnx_dir"] = str(cache_root() / "onnx-staging")
+    return dataclasses.replace(value.value, **changes), True
+
+
+def _run_on_node(limit_mib: int | None, fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[str, str], dict]:
+    """A Ray task: ``fn(*args)`` under the memory bound, with where it ran and, on a cluster, its artefacts' bytes."""
+    import ray
+
+    unshipped = [_unship(arg) for arg in args]
+    result = call_with_memory_bound(limit_mib, fn, *(value for value, _ in unshipped))
+    context = ray.get_runtime_context()
+    node = {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+    files: dict[str, bytes] = {}
+    if any(shipped for _, shipped in unshipped) and getattr(result, "artifacts", None):
+        for name, path in result.artifacts.items():
+            with open(path, "rb") as handle:
+                files[name] = handle.read()
+            os.remove(path)
+            try:
+                os.rmdir(os.path.dirname(path))  # the trial's own staging folder, now empty
+            except OSError:
+                pass
+    return result, node, files
+
+
+def land_artifacts(result: Any, files: dict[str, bytes], folder: str | None) -> Any:
+    """Write artefacts that came back from a node into the driver's ``folder``; the result then names them."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    if not files:
+        return result
+    base = Path(folder) if folder else Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="trial-", dir=base))
+    paths = {}
+    for name, data in files.items():
+        path = target / Path(result.artifacts[name]).name
+        path.write_bytes(data)
+        paths[name] = str(path)
+    return dataclasses.replace(result, artifacts=paths)
