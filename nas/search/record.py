@@ -24,8 +24,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import optuna
 
+    from nas.hardware.measure import LatencyResult
     from nas.search.objective import TrialMetrics
 
 
@@ -148,6 +151,34 @@ def tuning_totals(study: optuna.Study) -> dict[str, float]:
     return {"tune_s": round(tune_s, 1), "tasks": int(tasks), "hits": int(hits), "hit_rate": hits / tasks if tasks else 0.0}
 
 
+def latency_metric(profile: str) -> str:
+    """The MLflow metric name of a median latency (ms) on ``profile``: trials, ``nas bench`` and selections use it."""
+    return f"latency_ms.{profile}"
+
+
+def latency_fields(latency: Mapping[str, LatencyResult],
+                   reference: Mapping[str, LatencyResult]) -> tuple[dict[str, float], dict[str, str]]:
+    """MLflow metrics and tags of latencies by profile and host references by backend: the one definition of
+    their names, shared by campaign trials (:func:`mlflow_fields`) and ``nas bench``, so one query compares both.
+
+    Returns:
+        ``(metrics, tags)``: ``latency_ms.<profile>`` and ``latency_std_ms.<profile>`` (ms), tags
+        ``latency.<profile>`` (the label) and ``latency.<profile>.source`` (measured/estimated);
+        ``reference_latency_ms.<backend>`` (ms) with tag ``reference_latency.<backend>``.
+    """
+    flat: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for profile, lat in latency.items():
+        flat[latency_metric(profile)] = lat.median_ms
+        flat[f"latency_std_ms.{profile}"] = lat.std_ms
+        tags[f"latency.{profile}"] = lat.label
+        tags[f"latency.{profile}.source"] = "measured" if lat.is_measured else "estimated"
+    for backend, lat in reference.items():
+        flat[f"reference_latency_ms.{backend}"] = lat.median_ms
+        tags[f"reference_latency.{backend}"] = lat.label
+    return flat, tags
+
+
 def mlflow_fields(metrics: TrialMetrics, violations: dict[str, float], *, state: str, is_feasible: bool,
                   fidelity: str) -> tuple[dict[str, float], dict[str, str]]:
     """A trial's MLflow metrics and tags: the one definition of their names.
@@ -160,20 +191,13 @@ def mlflow_fields(metrics: TrialMetrics, violations: dict[str, float], *, state:
         fidelity: ``standalone`` or ``supernet``.
 
     Returns:
-        ``(metrics, tags)``: latencies in ms as ``latency_ms.<profile>``, ``latency_std_ms.<profile>`` and
-        ``reference_latency_ms.<backend>``; stage times in s as ``time_<stage>``; ``constraint.<name>``.
+        ``(metrics, tags)``: latencies as :func:`latency_fields` names them; stage times in s as
+        ``time_<stage>``; ``constraint.<name>``.
     """
+    lat_flat, lat_tags = latency_fields(metrics.latency, metrics.reference_latency)
     flat = {"accuracy": metrics.accuracy, "size_bytes": metrics.size_bytes, "num_params": metrics.num_params,
             "sparsity": metrics.sparsity, "final_loss": metrics.final_loss,
             **{f"time_{k}": v for k, v in metrics.timings_s.items()},
             **{f"constraint.{k}": v for k, v in violations.items()}}
     tags = {"lightnas.state": state, "lightnas.feasible": str(is_feasible).lower(), "lightnas.fidelity": fidelity}
-    for profile, lat in metrics.latency.items():
-        flat[f"latency_ms.{profile}"] = lat.median_ms
-        flat[f"latency_std_ms.{profile}"] = lat.std_ms
-        tags[f"latency.{profile}"] = lat.label
-        tags[f"latency.{profile}.source"] = "measured" if lat.is_measured else "estimated"
-    for backend, lat in metrics.reference_latency.items():
-        flat[f"reference_latency_ms.{backend}"] = lat.median_ms
-        tags[f"reference_latency.{backend}"] = lat.label
-    return flat, tags
+    return {**flat, **lat_flat}, {**tags, **lat_tags}
