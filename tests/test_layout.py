@@ -28,7 +28,6 @@ MAX_FUNCTION_LINES = 60
 # path → lines for modules; path::qualified.name → lines for functions. Issue #17's remaining debt.
 KNOWN_OFFENDERS: dict[str, int] = {
     "nas/artefacts/onnx_lowbit.py": 546,
-    "nas/cli.py": 624,  # grew 2026-12-07 (calibrate, select tuning, finalize): move commands into nas/commands/
     "nas/compress/prune.py": 604,
     "nas/compress/quantize.py": 746,
     "nas/export.py::export_tvm": 62,
@@ -172,7 +171,7 @@ def test_the_checks_see_what_they_must():
     tree = ast.parse("class A:\n    def m(self):\n        def inner():\n            pass\n        return 1\n")
     assert _function_lengths(tree) == {"A.m": 4, "A.m.inner": 2}
     edges = import_edges()
-    assert "nas.search" in edges.get("nas.cli", set())  # a function-level import in a typer command counts
+    assert "nas.search" in edges.get("nas.commands", set())  # a function-level import in a typer command counts
     assert len(edges) > 5
 
 

@@ -85,6 +85,16 @@ class TrialRecord:
     def is_feasible(self) -> bool:
         return bool(self.attrs.get("feasible", True))
 
+    @property
+    def fail_reason(self) -> str:
+        """Why a FAIL trial failed (one line), or ``?`` when it recorded none."""
+        return self.attrs.get("fail_reason", "?")
+
+    @property
+    def infeasible_reason(self) -> str:
+        """Which constraints a complete but infeasible trial missed, or ``?`` when it recorded none."""
+        return self.attrs.get("infeasible_reason", "?")
+
     # -- the "real trial" filters
     @property
     def is_complete(self) -> bool:
