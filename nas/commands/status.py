@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.commands.options import CampaignDirArg, JsonOpt, latency_text
 from nas.output import Output
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nas.config import CampaignConfig
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,19 @@ class CampaignStatus:
 
 
 def campaign_status(campaign_dir: str | Path) -> CampaignStatus:
-    """Aggregate a campaign's study into a :class:`CampaignStatus` (reads only; safe while it runs)."""
+    """The :class:`CampaignStatus` of a campaign folder (reads only; safe while the campaign runs)."""
+    from nas.search.campaign import load_study
+
+    return study_status(*load_study(campaign_dir))
+
+
+def study_status(study: optuna.Study, config: CampaignConfig) -> CampaignStatus:
+    """Aggregate a campaign's study: counts by state, real failures, infeasible trials, fits, the front."""
     from optuna.trial import TrialState
 
     from nas.report.pareto import complete_trials, fits_profile, pareto_summary
-    from nas.search.campaign import load_study
     from nas.search.record import records
 
-    study, config = load_study(campaign_dir)
     trials = records(study)
     states = {s.name: sum(r.state == s.name and not r.is_repeat for r in trials) for s in TrialState}
     failures = [{"trial": r.number, "reason": r.fail_reason} for r in trials
