@@ -38,8 +38,6 @@ KNOWN_OFFENDERS: dict[str, int] = {
     "nas/search/objective.py::evaluate_candidate": 65,
     "nas/search/objective.py::evaluate_inherited": 64,
     "nas/search/objective.py::train_candidate": 85,
-    "nas/select.py::select_model": 113,  # grew 2026-12-07 (tuning, parity)
-    "nas/select.py": 432,  # grew with parity/tuned export (finalize merge, 2026-12-07): split it next
     "nas/supernet/train.py::train_supernet": 69,
     "nas/train.py::distil": 100,
 }

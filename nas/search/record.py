@@ -69,6 +69,10 @@ class TrialRecord:
         """What produced the numbers: ``standalone`` (trained) or ``supernet`` (inherited weights)."""
         return self.attrs.get("fidelity", "standalone")
 
+    def steps(self, default: int) -> int:
+        """Distillation steps the trial trained (``fidelity_steps``), or ``default`` (the campaign's) when unrecorded."""
+        return int(self.attrs.get("fidelity_steps", default))
+
     @property
     def metrics_dict(self) -> dict[str, Any] | None:
         """The stored ``TrialMetrics.to_dict()``, untouched (tolerates records of older lightnas versions)."""
@@ -104,6 +108,11 @@ class TrialRecord:
     def is_repeat(self) -> bool:
         """A sampler's re-proposal of a finished candidate, told that trial's values without running."""
         return "repeat_of" in self.attrs
+
+    @property
+    def repeat_of(self) -> int | None:
+        """The number of the trial whose values a repeat took, or None for a trial that ran."""
+        return self.attrs.get("repeat_of")
 
     @property
     def is_interrupted(self) -> bool:
