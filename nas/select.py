@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasUserError
 from nas.output import Output
+from nas.select_checks import check_parity, export_checked, held_out_split, shipped_latency  # noqa: F401 - nas.select's API
 
 if TYPE_CHECKING:
     import optuna
@@ -96,6 +96,27 @@ def _describe(number: int, row: dict[str, Any]) -> str:
     return f"trial {number} (accuracy {row['accuracy']:.4f}, {row['latency_ms']:.3f} ms {how}, {row['size_kib']:.0f} KiB)"
 
 
+def _usable_rows(study: optuna.Study, config: CampaignConfig, profile: str) -> tuple[dict, dict, list, list]:
+    """``(rows, trials, feasible_trials, standalone)``: the trials choosable on ``profile`` and their axis values.
+
+    Usable on a profile means the campaign's constraints and this device's fit, not the other devices'.
+    Supernet-scored (inherited) accuracies rank candidates but are not what training gives; once some trials
+    were trained stand-alone (promoted), only those are choosable.
+    """
+    from nas.report.pareto import axis_values, complete_trials, usable_on
+    from nas.search.record import TrialRecord
+
+    feasible_trials = [t for t in complete_trials(study) if usable_on(t, config, profile)]
+    standalone = [t for t in feasible_trials if TrialRecord.from_trial(t).fidelity == "standalone"]
+    trials = {t.number: t for t in (standalone or feasible_trials)}
+    rows: dict[int, dict[str, Any]] = {}
+    for number, trial in trials.items():
+        values = axis_values(trial, profile)
+        if values["latency_ms"] is not None:
+            rows[number] = {**values, "latency": TrialRecord.from_trial(trial).metrics_dict["latency"][profile]}
+    return rows, trials, feasible_trials, standalone
+
+
 def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria) -> Choice:
     """The best trial for ``criteria``: most accurate, then fastest on the profile, then smallest.
 
@@ -103,22 +124,12 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         NasUserError: For an unknown profile, a campaign without complete trials, or when no trial meets
             the limits (the message names the closest trial and the limit to relax).
     """
-    from nas.report.pareto import axis_values, complete_trials, front_numbers, usable_on
+    from nas.report.pareto import complete_trials, front_numbers
+    from nas.search.record import TrialRecord
 
     if criteria.profile not in config.profiles:
         raise NasUserError(f"--profile '{criteria.profile}' is not a profile of campaign {config.name}; choose one of {', '.join(config.profiles)}.")
-    rows: dict[int, dict[str, Any]] = {}
-    # Usable on this profile: the campaign's constraints and this device's fit, not the other devices'.
-    feasible_trials = [t for t in complete_trials(study) if usable_on(t, config, criteria.profile)]
-    # Supernet-scored (inherited) accuracies rank candidates but are not what training gives; once some trials
-    # were trained stand-alone (promoted), choose among those only.
-    standalone = [t for t in feasible_trials if t.user_attrs.get("fidelity", "standalone") == "standalone"]
-    screened_only = len(standalone) < len(feasible_trials)
-    trials = {t.number: t for t in (standalone or feasible_trials)}
-    for number, trial in trials.items():
-        values = axis_values(trial, criteria.profile)
-        if values["latency_ms"] is not None:
-            rows[number] = {**values, "latency": trial.user_attrs["metrics"]["latency"][criteria.profile]}
+    rows, trials, feasible_trials, standalone = _usable_rows(study, config, criteria.profile)
     if not rows:
         if complete_trials(study):
             raise NasUserError(f"no complete trial of campaign {config.name} can ship on {criteria.profile}: none meets the "
@@ -134,27 +145,36 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         )
     ranked = sorted(feasible, key=lambda n: (-rows[n]["accuracy"], rows[n]["latency_ms"], rows[n]["size_kib"], n))
     best = ranked[0]
-    on_front = front_numbers(list(trials.values()), criteria.profile, "latency_ms")
+    on_front = best in front_numbers(list(trials.values()), criteria.profile, "latency_ms")
+    reasons = _reasons(criteria, rows, ranked, on_front, n_screened=len(feasible_trials) - len(standalone),
+                       any_standalone=bool(standalone))
+    record = TrialRecord.from_trial(trials[best])
+    return Choice(trial=best, candidate=record.candidate, metrics=record.metrics_dict, latency=rows[best]["latency"],
+                  reasons=reasons, n_feasible=len(feasible), n_considered=len(rows))
+
+
+def _reasons(criteria: SelectionCriteria, rows: dict[int, dict[str, Any]], ranked: list[int], on_front: bool, *,
+             n_screened: int, any_standalone: bool) -> list[str]:
+    """The sentences that say why ``ranked[0]`` was chosen (``n_screened``: supernet-scored trials set aside)."""
+    best = ranked[0]
     limits = ", ".join(text.format(v) for text, v in (("latency ≤ {:g} ms", criteria.max_latency_ms), ("accuracy ≥ {:g}", criteria.min_accuracy),
                                                      ("size ≤ {:g} KiB", criteria.max_size_kb)) if v is not None)
     reasons = [
-        f"{len(feasible)} of {len(rows)} complete trials that can ship on {criteria.profile} meet " + (f"{limits}." if limits else "the limits (none given)."),
+        f"{len(ranked)} of {len(rows)} complete trials that can ship on {criteria.profile} meet " + (f"{limits}." if limits else "the limits (none given)."),
         f"Chose {_describe(best, rows[best])}: the most accurate of them"
         + (", ties broken by latency then size." if len(ranked) > 1 else "."),
-        f"It is {'on' if best in on_front else 'off'} the accuracy-latency Pareto front of {criteria.profile}.",
+        f"It is {'on' if on_front else 'off'} the accuracy-latency Pareto front of {criteria.profile}.",
     ]
-    if screened_only and standalone:
-        reasons.append(f"{len(feasible_trials) - len(standalone)} supernet-scored trial(s) were left out: only "
+    if n_screened and any_standalone:
+        reasons.append(f"{n_screened} supernet-scored trial(s) were left out: only "
                        "stand-alone trained (promoted) trials are chosen from once there are some.")
-    elif screened_only:
+    elif n_screened:
         reasons.append("All trials were scored by supernet inheritance (fidelity: supernet); the numbers rank "
                        "candidates, and --finalize trains the chosen one stand-alone.")
     if len(ranked) > 1:
         faster = min(ranked[1:], key=lambda n: rows[n]["latency_ms"])
         reasons.append(f"Fastest alternative that meets the limits: {_describe(faster, rows[faster])}.")
-    trial = trials[best]
-    return Choice(trial=best, candidate=trial.user_attrs["candidate"], metrics=trial.user_attrs["metrics"],
-                  latency=rows[best]["latency"], reasons=reasons, n_feasible=len(feasible), n_considered=len(rows))
+    return reasons
 
 
 def rebuild_student(candidate: Candidate, ctx: TrialContext, seed: int, steps: int, *, qat_steps: int = 0,
@@ -192,24 +212,24 @@ def rebuild_trial(campaign_dir: str | Path, number: int) -> tuple[torch.nn.Modul
     Raises:
         NasUserError: If the folder holds no campaign or the trial is missing or not complete.
     """
-    from optuna.trial import TrialState
-
     from nas.candidate import Candidate
     from nas.search.campaign import build_context, load_study
+    from nas.search.record import records
 
     study, config = load_study(campaign_dir)
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if trial is None:
+    by_number = {r.number: r for r in records(study)}
+    record = by_number.get(number)
+    if record is None:
         raise NasUserError(f"{campaign_dir}: campaign {config.name} has no trial {number}; 'nas status {campaign_dir}' lists them.")
-    if "repeat_of" in trial.user_attrs:  # its numbers are the source trial's: rebuild that one
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.user_attrs["repeat_of"])
-    if trial.state != TrialState.COMPLETE or "candidate" not in trial.user_attrs:
-        raise NasUserError(f"{campaign_dir}: trial {number} is {trial.state.name}, not COMPLETE; pick a complete trial.")
-    steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
+    if record.is_repeat:  # its numbers are the source trial's: rebuild that one
+        record = by_number[record.repeat_of]
+    if not record.is_complete or record.candidate is None:
+        raise NasUserError(f"{campaign_dir}: trial {number} is {record.state}, not COMPLETE; pick a complete trial.")
     ctx = build_context(config, Output(quiet=True))
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"])
-    inherited = trial.user_attrs.get("fidelity") == "supernet"
-    return rebuild_student(candidate, ctx, config.seed + trial.number, steps, inherited=inherited), candidate
+    candidate = Candidate.from_dict(record.candidate)
+    model = rebuild_student(candidate, ctx, config.seed + record.number, record.steps(config.fidelity.steps),
+                            inherited=record.fidelity == "supernet")
+    return model, candidate
 
 
 @dataclass
@@ -262,12 +282,8 @@ def select_model(
         NasUserError: For a bad campaign, profile or limits, when nothing meets the limits, or (with
             ``require_parity``) when an exported file disagrees with the torch student.
     """
-    from nas.candidate import Candidate
-    from nas.export import export_all, write_card
-    from nas.hardware.tuning import TuningSettings
-    from nas.hardware.profiles import load_profile
     from nas.search.campaign import build_context, load_study
-    from nas.tracking import default_tracking_uri, register_selection
+    from nas.tracking import default_tracking_uri
     from nas.train import accuracy
 
     out = out or Output()
@@ -275,19 +291,62 @@ def select_model(
     choice = choose_trial(study, config, criteria)
     for reason in choice.reasons:
         out.info(reason)
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == choice.trial)
-    search_steps = int(trial.user_attrs.get("fidelity_steps", config.fidelity.steps))
-    inherited = trial.user_attrs.get("fidelity") == "supernet"
+    _check_options(finalize, finalize_steps, tune_trials)
+    ctx = build_context(config, Output(quiet=True))
+    rebuilt = _rebuild(choice, study, config, ctx, finalize, finalize_steps, out)
+    test = held_out_split(config)
+    test_accuracy = accuracy(rebuilt.model, test)
+    out.info(f"validation accuracy {rebuilt.validation_accuracy:.4f}, test accuracy {test_accuracy:.4f} ({len(test)} held-out sentences)")
+    root = Path(campaign_dir)
+    export_dir = Path(export_dir) if export_dir else root / "selected" / criteria.profile
+    tracking_uri = tracking_uri or default_tracking_uri(root)
+    card = _card(root, study, config, criteria, choice, rebuilt, test, test_accuracy, tracking_uri)
+    files, card = export_checked(rebuilt.model, export_dir, card, config, criteria, choice, test, test_accuracy,
+                                  tune_trials, require_parity, out)
+    registered = _register(tracking_uri, study, config, criteria, choice, export_dir, card, rebuilt.validation_accuracy,
+                           test_accuracy, finalize)
+    return SelectionResult(choice=choice, export_dir=export_dir, files=files, validation_accuracy=rebuilt.validation_accuracy,
+                           test_accuracy=test_accuracy, steps=rebuilt.steps, finalized=finalize, registered=registered,
+                           notes=rebuilt.notes + card["parity"]["warnings"], model=rebuilt.model)
+
+
+def _check_options(finalize: bool, finalize_steps: int | None, tune_trials: int | None) -> None:
+    """The option combinations ``nas select`` refuses, checked before minutes of training."""
     if finalize_steps is not None and not finalize:
         raise NasUserError("--finalize-steps only applies with --finalize; add --finalize or drop --finalize-steps.")
+    if tune_trials is not None and tune_trials < 1:
+        raise NasUserError(f"--tune-trials {tune_trials} must be at least 1; use --no-tune to export an untuned library.")
+
+
+@dataclass
+class _Rebuilt:
+    """The student ``nas select`` trained again (or finalized), with what the card says about that training."""
+
+    model: Any
+    validation_accuracy: float
+    steps: int
+    search_steps: int
+    train_s: float
+    finalized: bool
+    notes: list[str]
+
+
+def _rebuild(choice: Choice, study: optuna.Study, config: CampaignConfig, ctx: TrialContext, finalize: bool,
+             finalize_steps: int | None, out: Output) -> _Rebuilt:
+    """Rebuild the chosen trial as it trained (or finalize it: ``FINALIZE_FACTOR`` × the budget, plus QAT) and
+    check the rebuilt validation accuracy against the recorded one (a warning and a note when they differ)."""
+    from nas.candidate import Candidate
+    from nas.search.record import records
+    from nas.train import accuracy
+
+    record = next(r for r in records(study) if r.number == choice.trial)
+    search_steps = record.steps(config.fidelity.steps)
+    inherited = record.fidelity == "supernet"
     # an inherited trial's own steps are its recovery fine-tune (often 0): finalizing trains the campaign's full budget
     steps = (finalize_steps or FINALIZE_FACTOR * (config.fidelity.steps if inherited else search_steps)) if finalize else search_steps
-
-    ctx = build_context(config, Output(quiet=True))
-    candidate = Candidate.from_dict(choice.candidate)
     started = time.perf_counter()
     out.info(f"{'finalizing' if finalize else 'rebuilding'} trial {choice.trial} ({steps} distillation steps)")
-    model = rebuild_student(candidate, ctx, config.seed + choice.trial, steps,
+    model = rebuild_student(Candidate.from_dict(choice.candidate), ctx, config.seed + choice.trial, steps,
                             qat_steps=int(QAT_SHARE * steps) if finalize else 0, inherited=inherited)
     train_s = time.perf_counter() - started
     validation_accuracy = accuracy(model, ctx.validation)
@@ -298,135 +357,44 @@ def select_model(
         warnings.warn(
             f"trial {choice.trial} rebuilt to validation accuracy {validation_accuracy:.4f}, not the recorded {recorded:.4f}: "
             "the thread count or library versions differ from the campaign's.",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning, stacklevel=3,
         )
-    test = held_out_split(config)
-    test_accuracy = accuracy(model, test)
-    out.info(f"validation accuracy {validation_accuracy:.4f}, test accuracy {test_accuracy:.4f} ({len(test)} held-out sentences)")
-
-    root = Path(campaign_dir)
-    export_dir = Path(export_dir) if export_dir else root / "selected" / criteria.profile
-    tracking_uri = tracking_uri or default_tracking_uri(root)
-    trial_run_id = _trial_run_id(tracking_uri, config, choice.trial)
-    card = {
-        "campaign": config.name, "campaign_dir": str(root.resolve()), "profile": criteria.profile, "trial": choice.trial,
-        "criteria": dataclasses.asdict(criteria), "reasons": choice.reasons, "candidate": choice.candidate,
-        "validation_accuracy": validation_accuracy, "search_validation_accuracy": recorded, "test_accuracy": test_accuracy,
-        "test_size": len(test), "steps": steps, "search_steps": search_steps, "finalized": finalize, "train_s": train_s,
-        "latency": choice.latency, "reference_latency": choice.metrics.get("reference_latency", {}),
-        "size_bytes": choice.metrics.get("size_bytes"), "num_params": choice.metrics.get("num_params"),
-        "peak_mem_mib": _peak_memory(choice.metrics, criteria.profile),
-        "mlflow": {"tracking_uri": tracking_uri, "campaign_run_id": study.user_attrs.get("mlflow_parent_run_id"), "trial_run_id": trial_run_id},
-    }
-    if tune_trials is not None and tune_trials < 1:
-        raise NasUserError(f"--tune-trials {tune_trials} must be at least 1; use --no-tune to export an untuned library.")
-    profile = load_profile(criteria.profile)
-    tuning = None if tune_trials is None else TuningSettings(trials_per_task=tune_trials, trials_per_iter=min(32, tune_trials))
-    files = export_all(model, profile, export_dir, card, seq_len=config.max_seq_len, tuning=tuning, out=out)
-    card = json.loads(Path(files["selection"]).read_text(encoding="utf-8"))
-    card.update(shipped_latency(files, profile, config, choice, out))
-    card["parity"] = check_parity(files, test, test_accuracy, profile, out)
-    notes += card["parity"]["warnings"]
-    files = write_card(export_dir, card)
-    if require_parity and card["parity"]["disagreeing"]:
-        raise NasUserError(f"{', '.join(card['parity']['disagreeing'])} disagree(s) with the torch student by more than "
-                           f"{card['parity']['threshold_points']:g} accuracy points on the test split; see {files['model_card']}.")
-    registered = register_selection(
-        tracking_uri, f"lightnas/{config.name}", export_dir, model_name=f"lightnas-{config.name}-{criteria.profile}",
-        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
-        metrics={"validation_accuracy": validation_accuracy, "test_accuracy": test_accuracy, f"latency_ms.{criteria.profile}": card["latency"]["median_ms"]},
-        tags={"lightnas.trial": str(choice.trial), "lightnas.profile": criteria.profile, "lightnas.finalized": str(finalize).lower(),
-              "lightnas.trial_run_id": trial_run_id or "", "lightnas.candidate": json.dumps(choice.candidate)[:5000]},
-    )
-    return SelectionResult(choice=choice, export_dir=export_dir, files=files, validation_accuracy=validation_accuracy,
-                           test_accuracy=test_accuracy, steps=steps, finalized=finalize, registered=registered, notes=notes,
-                           model=model)
+    return _Rebuilt(model, validation_accuracy, steps, search_steps, train_s, finalize, notes)
 
 
-def shipped_latency(files: dict[str, str], profile: Any, config: CampaignConfig, choice: Choice, out: Output) -> dict[str, Any]:
-    """The card's latency: the exported files themselves, timed on this host when the profile is this machine.
-
-    Otherwise the search's figure, labelled as it was obtained (e.g. estimated for a device that could not
-    be reached): only this host can be timed here.
-    """
-    from nas.search.finalize import compare, summary_line, time_shipped
-
-    if not profile.backend.measures_host:  # a device this machine cannot time: the search's labelled figure
-        return {"latency": choice.latency}
-    sidecar = json.loads(Path(files["tvm"] + ".json").read_text(encoding="utf-8"))
-    backend = "onnxruntime-int8" if "int8" in json.loads(Path(files["selection"]).read_text(encoding="utf-8"))["onnx"]["compute"] else "onnxruntime"
-    tvm_result, ort_result = time_shipped(Path(files["tvm"]), Path(files["onnx"]), profile, config.max_seq_len,
-                                          repeats=config.latency.repeats, number=config.latency.number,
-                                          is_tuned=bool(sidecar["is_tuned"]), ort_backend=backend)
-    tuning = sidecar.get("tuning") or {}
-    record = compare(tvm_result, ort_result, profile.name, tune_trials=None, tuning=tuning)
-    out.info(f"exported files on {profile.name}: {summary_line(record)}")
-    return {"latency": record.get("tvm") or record["onnxruntime"], "final_latency": record,
-            "search_latency": choice.latency}
-
-
-def check_parity(files: dict[str, str], split: Any, torch_accuracy: float, profile: Any, out: Output) -> dict[str, Any]:
-    """Each shipped file's accuracy on ``split`` next to the torch student's (:mod:`nas.artefacts.parity`).
-
-    The ONNX file and the HF folder are scored in a Python without lightnas; the TVM library through the
-    Relax VM when it was built for this machine. A file that fails to load is recorded with its error, not
-    raised: the card says what a user would meet. Files further than ``PARITY_POINTS`` from torch are
-    listed in ``disagreeing`` and warned about.
-    """
-    from nas.artefacts.parity import PARITY_POINTS, ArtefactScore, score_without_lightnas, tvm_accuracy
-
-    threads = profile.resolved_cores() if profile.backend.measures_host else 1
-    out.info(f"parity: scoring the shipped files on the test split ({len(split)} sentences) against torch")
-    try:
-        scores = score_without_lightnas(split, onnx=Path(files["onnx"]), hf=Path(files["huggingface"]), threads=threads)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        scores = [ArtefactScore(kind, files[key], None, None, f"{type(exc).__name__}: {exc}"[:500])
-                  for kind, key in (("onnx", "onnx"), ("hf", "huggingface"))]
-    if profile.backend.measures_host:
-        try:
-            scores.append(tvm_accuracy(Path(files["tvm"]), split))
-        except Exception as exc:  # a library that does not load or run is reported, like the others
-            scores.append(ArtefactScore("tvm", files["tvm"], None, None, f"{type(exc).__name__}: {exc}"[:500]))
-    else:
-        scores.append(ArtefactScore("tvm", files["tvm"], None, None, f"built for {profile.name}, not runnable on this machine"))
-    artefacts, disagreeing, warnings_ = {}, [], []
-    for score in scores:
-        entry = score.to_dict()
-        if score.accuracy is not None:
-            entry.update(delta_points=(score.accuracy - torch_accuracy) * 100, agrees=score.agrees(torch_accuracy))
-            if not entry["agrees"]:
-                disagreeing.append(score.artefact)
-                warnings_.append(f"{score.artefact} ({score.path}) scores {score.accuracy:.4f} on the test split, "
-                                 f"{entry['delta_points']:+.2f} points from torch's {torch_accuracy:.4f} (limit {PARITY_POINTS:g})")
-        elif score.artefact != "tvm" or profile.backend.measures_host:  # not scored: say why
-            warnings_.append(f"{score.artefact} ({score.path}) could not be scored: {score.error}")
-        artefacts[score.artefact] = entry
-    for text in warnings_:
-        out.warn(text)
-        warnings.warn(text, RuntimeWarning, stacklevel=3)
-    return {"split": "test", "sentences": len(split), "torch_accuracy": torch_accuracy, "threshold_points": PARITY_POINTS,
-            "artefacts": artefacts, "disagreeing": disagreeing, "warnings": warnings_}
-
-
-def held_out_split(config: CampaignConfig) -> Any:
-    """The campaign task's held-out ``test`` split, tokenised like the others."""
-    from nas.data.loaders import load_task
-    from nas.data.tokenize import tokenize_task
-    from nas.models.teacher import load_tokenizer
-
-    task = load_task(config.task)
-    if "test" not in task.splits:
-        raise NasUserError(f"the task of campaign {config.name} has no test split; add one to its task section to select a model.")
-    return tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)["test"]
-
-
-def _trial_run_id(tracking_uri: str, config: CampaignConfig, number: int) -> str | None:
+def _card(root: Path, study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria, choice: Choice,
+          rebuilt: _Rebuilt, test: Any, test_accuracy: float, tracking_uri: str) -> dict[str, Any]:
+    """The selection's facts for the model card (``selection.json``), before export adds the files' own."""
+    from nas.report.pareto import peak_memory_mib
     from nas.tracking import find_trial_run
 
-    return find_trial_run(tracking_uri, f"lightnas/{config.name}", number)
+    trial_run_id = find_trial_run(tracking_uri, f"lightnas/{config.name}", choice.trial)
+    return {
+        "campaign": config.name, "campaign_dir": str(root.resolve()), "profile": criteria.profile, "trial": choice.trial,
+        "criteria": dataclasses.asdict(criteria), "reasons": choice.reasons, "candidate": choice.candidate,
+        "validation_accuracy": rebuilt.validation_accuracy, "search_validation_accuracy": choice.metrics["accuracy"],
+        "test_accuracy": test_accuracy, "test_size": len(test), "steps": rebuilt.steps, "search_steps": rebuilt.search_steps,
+        "finalized": rebuilt.finalized, "train_s": rebuilt.train_s,
+        "latency": choice.latency, "reference_latency": choice.metrics.get("reference_latency", {}),
+        "size_bytes": choice.metrics.get("size_bytes"), "num_params": choice.metrics.get("num_params"),
+        "peak_mem_mib": peak_memory_mib(choice.metrics, criteria.profile),
+        "mlflow": {"tracking_uri": tracking_uri, "campaign_run_id": study.user_attrs.get("mlflow_parent_run_id"),
+                   "trial_run_id": trial_run_id},
+    }
 
 
-def _peak_memory(metrics: dict[str, Any], profile: str) -> float | None:
-    from nas.report.pareto import peak_memory_mib
+def _register(tracking_uri: str, study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria, choice: Choice,
+              export_dir: Path, card: dict[str, Any], validation_accuracy: float, test_accuracy: float,
+              finalize: bool) -> dict[str, str]:
+    """Register the export folder as a new version of ``lightnas-<campaign>-<profile>`` in MLflow's registry."""
+    from nas.search.record import latency_metric
+    from nas.tracking import register_selection
 
-    return peak_memory_mib(metrics, profile)
+    return register_selection(
+        tracking_uri, f"lightnas/{config.name}", export_dir, model_name=f"lightnas-{config.name}-{criteria.profile}",
+        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+        metrics={"validation_accuracy": validation_accuracy, "test_accuracy": test_accuracy,
+                 latency_metric(criteria.profile): card["latency"]["median_ms"]},
+        tags={"lightnas.trial": str(choice.trial), "lightnas.profile": criteria.profile, "lightnas.finalized": str(finalize).lower(),
+              "lightnas.trial_run_id": card["mlflow"]["trial_run_id"] or "", "lightnas.candidate": json.dumps(choice.candidate)[:5000]},
+    )

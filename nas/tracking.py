@@ -207,10 +207,6 @@ class CampaignTracker:
 
     def _op_trial(self, number: int, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
                   artifacts: dict[str, Any], failed: bool, files: dict[str, str] | None = None) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
         if self.parent_run_id is None:
             raise RuntimeError("the campaign's parent run does not exist yet")
         stale = self.trial_runs.pop(number, None)
@@ -224,11 +220,8 @@ class CampaignTracker:
         run_id = run.info.run_id
         self.trial_runs[number] = run_id
         self._log_params(run_id, params)
-        now = int(time.time() * 1000)
-        # NaN is not a metric; MLflow refuses '@', '<', '=' in names (constraint.fits@mcu-m7, constraint.latency_ms@host<=20)
-        finite = {re.sub(r"[^\w\-. /:]", "_", k): float(v) for k, v in metrics.items() if v == v}
-        if finite:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
+        if batch := metric_batch(metrics):
+            self.client.log_batch(run_id, metrics=batch)
         for name, value in artifacts.items():
             self.log_json(run_id, name, value)
         for path in (files or {}).values():
@@ -264,6 +257,17 @@ class CampaignTracker:
         items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
             self.client.log_batch(run_id, params=items[i : i + 100])
+
+
+def metric_batch(metrics: dict[str, float]) -> list[Any]:
+    """MLflow ``Metric`` entities stamped now: NaN is not a metric, and MLflow refuses '@', '<', '=' in names
+    (``constraint.fits@mcu-m7``, ``constraint.latency_ms@host<=20``), so those become '_'."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(re.sub(r"[^\w\-. /:]", "_", k), float(v), now, 0) for k, v in metrics.items() if v == v]
 
 
 def campaign_environment(tracking_uri: str, run_id: str | None) -> dict[str, str]:
@@ -319,9 +323,6 @@ def register_selection(
     Returns:
         ``{"model_name", "version", "run_id", "source"}``.
     """
-    import time
-
-    from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -333,8 +334,7 @@ def register_selection(
         run_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=f"select-{tags.get('lightnas.profile', '')}", tags=run_tags)
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    client.log_batch(run_id, metrics=metric_batch(metrics))
     client.log_artifacts(run_id, str(export_dir), artifact_path="model")
     client.set_terminated(run_id, status="FINISHED")
     try:
@@ -360,18 +360,16 @@ def default_bench_tracking_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
 
 
-def log_bench_run(tracking_uri: str, bench: dict[str, Any]) -> str:
-    """Log one ``nas bench`` result (``BenchResult.to_dict()``) as a run in the ``bench`` experiment.
+def log_bench_run(tracking_uri: str, bench: dict[str, Any], *, metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """Log one ``nas bench`` result as a run in the ``bench`` experiment.
 
-    Params: the model and options; metrics: size figures and, per profile, ``latency_ms.<profile>`` and
-    ``fits.<profile>`` (1/0), plus ``reference_latency_ms.<backend>`` (a campaign trial's names); the whole result as ``bench.json``.
+    ``bench`` is ``BenchResult.to_dict()`` (params: the model and options; artifact: ``bench.json``);
+    ``metrics`` and ``tags`` come named from ``BenchResult.mlflow_fields`` (this module names nothing).
 
     Returns:
         The run id.
     """
-    import time
-
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow_logs()
@@ -384,21 +382,12 @@ def log_bench_run(tracking_uri: str, bench: dict[str, Any]) -> str:
         experiment_id = client.create_experiment(BENCH_EXPERIMENT, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    tags = {"lightnas.kind": "bench", **{f"env.{k}": v for k, v in environment_info().items()}}
-    run = client.create_run(experiment_id, run_name=f"bench-{Path(bench['model']).name}", tags=tags)
+    run_tags = {"lightnas.kind": "bench", **tags, **{f"env.{k}": v for k, v in environment_info().items()}}
+    run = client.create_run(experiment_id, run_name=f"bench-{Path(bench['model']).name}", tags=run_tags)
     run_id = run.info.run_id
     params = {k: str(bench[k]) for k in ("model", "kind", "architecture", "seq_len", "batch", "weight_bits")}
     params["profiles"] = ",".join(p["profile"] for p in bench["profiles"])
-    values = {k: float(bench[k]) for k in ("num_params", "stored_size_bytes", "flops", "matmul_flops", "peak_activation_bytes", "wall_s")}
-    for p in bench["profiles"]:
-        # the names a campaign's trial runs use, so one MLflow query compares bench runs and trials
-        values[f"latency_ms.{p['profile']}"] = p["latency"]["median_ms"]
-        values[f"fits.{p['profile']}"] = float(p["feasibility"]["is_feasible"])
-    for name, r in bench["reference"].items():
-        values[f"reference_latency_ms.{name}"] = r["median_ms"]
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
-                     params=[Param(k, v[:6000]) for k, v in params.items()])
+    client.log_batch(run_id, metrics=metric_batch(metrics), params=[Param(k, v[:6000]) for k, v in params.items()])
     client.log_text(run_id, json.dumps(bench, indent=2, default=str), "bench.json")
     client.set_terminated(run_id, status="FINISHED")
     return run_id

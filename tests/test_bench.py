@@ -121,7 +121,7 @@ def test_student_bench_and_table(saved_models, tmp_path):
 
     from nas.bench import run_bench
     from nas.candidate import Candidate
-    from nas.cli import _bench_table
+    from nas.commands.bench import bench_table
     from nas.models.student import count_flops, count_params
 
     arch = Candidate(**STUDENT).architecture
@@ -136,7 +136,7 @@ def test_student_bench_and_table(saved_models, tmp_path):
     assert [p.feasibility.is_feasible for p in result.profiles] == [True, True, False]  # 30522 x 64 embeddings ≈ 7.8 MB
 
     console = Console(width=200, record=True)
-    console.print(_bench_table(result))
+    console.print(bench_table(result))
     lines = console.export_text().splitlines()
     row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in PROFILES}
     assert "measured, untuned" in row["host"] and "(tvm)" in lines[lines.index(row["host"]) + 1]

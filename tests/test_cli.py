@@ -68,7 +68,7 @@ def test_pareto_table_is_readable_in_80_columns():
 
     from rich.console import Console
 
-    from nas.cli import _print_summary
+    from nas.commands.search import print_summary
     from nas.output import Output
 
     def lat(ms, backend, measured=True, tuned=True):
@@ -84,7 +84,7 @@ def test_pareto_table_is_readable_in_80_columns():
     out = Output()
     buffer = io.StringIO()
     out.stdout = Console(file=buffer, width=80, soft_wrap=False)
-    _print_summary(out, result, as_json=False)
+    print_summary(out, result, as_json=False)
     text = buffer.getvalue()
     table = text.split("ms: median")[0].splitlines()
     assert max(len(line) for line in table) <= 80, text

@@ -125,3 +125,16 @@ def test_a_record_is_a_frozen_copy():
     assert record.is_interrupted and not record.counts_toward_budget and record.values is None
     with pytest.raises(AttributeError):
         record.state = "COMPLETE"
+
+
+def test_status_counts_real_trials_through_the_record(told_study):
+    """``nas status`` reads the same predicates: the repeat is not counted, the duplicate is a re-run, not a failure."""
+    from nas.commands.status import study_status
+
+    study, config, _ = told_study
+    status = study_status(study, config)
+    assert status.states["COMPLETE"] == 1 and status.states["FAIL"] == 2  # the real failure and the duplicate
+    assert status.repeats == 1 and status.retried == 1
+    assert [f["trial"] for f in status.failures] == [1] and "boom" in status.failures[0]["reason"]
+    assert [f["trial"] for f in status.infeasible] == [0]  # 123,456 B > 1,000 B; the repeat of it is left out
+    assert status.n_done == 2 and status.to_json()["n_trials"] == config.n_trials

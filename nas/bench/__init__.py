@@ -112,6 +112,18 @@ class BenchResult:
         data["reference"] = {name: {**r.to_dict(), "label": r.label} for name, r in self.reference.items()}
         return data
 
+    def mlflow_fields(self) -> tuple[dict[str, float], dict[str, str]]:
+        """The run's MLflow metrics and tags: latencies named as a campaign trial's
+        (:func:`nas.search.record.latency_fields`), so one query compares bench runs and trials; plus the
+        size figures and ``fits.<profile>`` (1 or 0)."""
+        from nas.search.record import latency_fields
+
+        flat, tags = latency_fields({p.profile: p.latency for p in self.profiles}, self.reference)
+        sizes = {k: float(getattr(self, k)) for k in ("num_params", "stored_size_bytes", "flops", "matmul_flops",
+                                                        "peak_activation_bytes", "wall_s")}
+        fits = {f"fits.{p.profile}": float(p.feasibility.is_feasible) for p in self.profiles}
+        return {**sizes, **flat, **fits}, tags
+
 
 def run_bench(
     model_path: str | Path,
@@ -277,5 +289,6 @@ def _log(result: BenchResult, tracking_uri: str | None) -> BenchResult:
     from nas.tracking import default_bench_tracking_uri, log_bench_run
 
     uri = tracking_uri or default_bench_tracking_uri()
-    run_id = log_bench_run(uri, result.to_dict())
+    metrics, tags = result.mlflow_fields()
+    run_id = log_bench_run(uri, result.to_dict(), metrics=metrics, tags=tags)
     return dataclasses.replace(result, tracking_uri=uri, run_id=run_id)

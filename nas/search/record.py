@@ -24,8 +24,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import optuna
 
+    from nas.hardware.measure import LatencyResult
     from nas.search.objective import TrialMetrics
 
 
@@ -66,6 +69,10 @@ class TrialRecord:
         """What produced the numbers: ``standalone`` (trained) or ``supernet`` (inherited weights)."""
         return self.attrs.get("fidelity", "standalone")
 
+    def steps(self, default: int) -> int:
+        """Distillation steps the trial trained (``fidelity_steps``), or ``default`` (the campaign's) when unrecorded."""
+        return int(self.attrs.get("fidelity_steps", default))
+
     @property
     def metrics_dict(self) -> dict[str, Any] | None:
         """The stored ``TrialMetrics.to_dict()``, untouched (tolerates records of older lightnas versions)."""
@@ -82,6 +89,16 @@ class TrialRecord:
     def is_feasible(self) -> bool:
         return bool(self.attrs.get("feasible", True))
 
+    @property
+    def fail_reason(self) -> str:
+        """Why a FAIL trial failed (one line), or ``?`` when it recorded none."""
+        return self.attrs.get("fail_reason", "?")
+
+    @property
+    def infeasible_reason(self) -> str:
+        """Which constraints a complete but infeasible trial missed, or ``?`` when it recorded none."""
+        return self.attrs.get("infeasible_reason", "?")
+
     # -- the "real trial" filters
     @property
     def is_complete(self) -> bool:
@@ -91,6 +108,11 @@ class TrialRecord:
     def is_repeat(self) -> bool:
         """A sampler's re-proposal of a finished candidate, told that trial's values without running."""
         return "repeat_of" in self.attrs
+
+    @property
+    def repeat_of(self) -> int | None:
+        """The number of the trial whose values a repeat took, or None for a trial that ran."""
+        return self.attrs.get("repeat_of")
 
     @property
     def is_interrupted(self) -> bool:
@@ -148,6 +170,34 @@ def tuning_totals(study: optuna.Study) -> dict[str, float]:
     return {"tune_s": round(tune_s, 1), "tasks": int(tasks), "hits": int(hits), "hit_rate": hits / tasks if tasks else 0.0}
 
 
+def latency_metric(profile: str) -> str:
+    """The MLflow metric name of a median latency (ms) on ``profile``: trials, ``nas bench`` and selections use it."""
+    return f"latency_ms.{profile}"
+
+
+def latency_fields(latency: Mapping[str, LatencyResult],
+                   reference: Mapping[str, LatencyResult]) -> tuple[dict[str, float], dict[str, str]]:
+    """MLflow metrics and tags of latencies by profile and host references by backend: the one definition of
+    their names, shared by campaign trials (:func:`mlflow_fields`) and ``nas bench``, so one query compares both.
+
+    Returns:
+        ``(metrics, tags)``: ``latency_ms.<profile>`` and ``latency_std_ms.<profile>`` (ms), tags
+        ``latency.<profile>`` (the label) and ``latency.<profile>.source`` (measured/estimated);
+        ``reference_latency_ms.<backend>`` (ms) with tag ``reference_latency.<backend>``.
+    """
+    flat: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for profile, lat in latency.items():
+        flat[latency_metric(profile)] = lat.median_ms
+        flat[f"latency_std_ms.{profile}"] = lat.std_ms
+        tags[f"latency.{profile}"] = lat.label
+        tags[f"latency.{profile}.source"] = "measured" if lat.is_measured else "estimated"
+    for backend, lat in reference.items():
+        flat[f"reference_latency_ms.{backend}"] = lat.median_ms
+        tags[f"reference_latency.{backend}"] = lat.label
+    return flat, tags
+
+
 def mlflow_fields(metrics: TrialMetrics, violations: dict[str, float], *, state: str, is_feasible: bool,
                   fidelity: str) -> tuple[dict[str, float], dict[str, str]]:
     """A trial's MLflow metrics and tags: the one definition of their names.
@@ -160,20 +210,13 @@ def mlflow_fields(metrics: TrialMetrics, violations: dict[str, float], *, state:
         fidelity: ``standalone`` or ``supernet``.
 
     Returns:
-        ``(metrics, tags)``: latencies in ms as ``latency_ms.<profile>``, ``latency_std_ms.<profile>`` and
-        ``reference_latency_ms.<backend>``; stage times in s as ``time_<stage>``; ``constraint.<name>``.
+        ``(metrics, tags)``: latencies as :func:`latency_fields` names them; stage times in s as
+        ``time_<stage>``; ``constraint.<name>``.
     """
+    lat_flat, lat_tags = latency_fields(metrics.latency, metrics.reference_latency)
     flat = {"accuracy": metrics.accuracy, "size_bytes": metrics.size_bytes, "num_params": metrics.num_params,
             "sparsity": metrics.sparsity, "final_loss": metrics.final_loss,
             **{f"time_{k}": v for k, v in metrics.timings_s.items()},
             **{f"constraint.{k}": v for k, v in violations.items()}}
     tags = {"lightnas.state": state, "lightnas.feasible": str(is_feasible).lower(), "lightnas.fidelity": fidelity}
-    for profile, lat in metrics.latency.items():
-        flat[f"latency_ms.{profile}"] = lat.median_ms
-        flat[f"latency_std_ms.{profile}"] = lat.std_ms
-        tags[f"latency.{profile}"] = lat.label
-        tags[f"latency.{profile}.source"] = "measured" if lat.is_measured else "estimated"
-    for backend, lat in metrics.reference_latency.items():
-        flat[f"reference_latency_ms.{backend}"] = lat.median_ms
-        tags[f"reference_latency.{backend}"] = lat.label
-    return flat, tags
+    return {**flat, **lat_flat}, {**tags, **lat_tags}
