@@ -89,6 +89,31 @@ def run_nas(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedP
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+@pytest.fixture
+def nas_cli(capsys, monkeypatch):
+    """Run ``nas *args`` in this process (``nas.cli.main``, as the console script does): exit code and output.
+
+    No interpreter start-up per call (~2-4 s on 2 cores); use :func:`run_nas` only for what needs a real
+    process (import isolation, signals, a driver to kill).
+    """
+    from nas import cli
+
+    monkeypatch.delenv("NAS_DEBUG", raising=False)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["nas", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["nas", *args], code, captured.out, captured.err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def sst2_dir() -> Path:
     if not (SST2 / "dev.tsv").is_file():

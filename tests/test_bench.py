@@ -3,14 +3,13 @@ against independent formulas; plus the one-line errors for a non-model, an unkno
 architecture TVM cannot take.
 
 The two benches (teacher through the CLI with ``--json``, student through the library) take about a
-minute on 2 shared cores at 16 tokens; the error cases run the real CLI in a subprocess.
+minute on 2 shared cores at 16 tokens; the error cases run the real CLI in-process (``nas.cli.main``, as the
+console script does).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -189,11 +188,6 @@ def test_onnx_file_gives_the_same_figures(saved_models, tmp_path):
 # --- errors: one red line, exit 1 ---------------------------------------------------------------------
 
 
-def _nas(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "nas.cli", "bench", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
-
-
 def _det_onnx(path):
     """A one-node ONNX model with Det, an operator TVM's ONNX frontend has no converter for."""
     import onnx
@@ -207,7 +201,8 @@ def _det_onnx(path):
 
 
 @pytest.mark.parametrize("case", ["empty_folder", "text_file", "missing", "unknown_profile", "unsupported_onnx"])
-def test_bench_errors_are_one_line(tmp_path, case):
+def test_bench_errors_are_one_line(tmp_path, case, nas_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a model\n")
     args, message = {
@@ -218,7 +213,7 @@ def test_bench_errors_are_one_line(tmp_path, case):
         "unsupported_onnx": ([str(_det_onnx(tmp_path / "det.onnx")), "--profiles", "host"],
                              "TVM cannot compile this architecture: no converter for Det"),
     }[case]
-    proc = _nas(*args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    proc = nas_cli("bench", *args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 
 import optuna
 import pytest
@@ -167,7 +165,7 @@ def test_ray_executor_runs_jobs_in_parallel_and_returns_errors():
         ex.shutdown()
 
 
-def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again(tmp_path, monkeypatch):
+def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again(tmp_path, monkeypatch, nas_cli):
     """A one-point space: every proposal after the first repeats it, takes its values without training and does
     not count toward n_trials; after MAX_CONSECUTIVE_REPEATS of them in a row the search stops as exhausted."""
     import nas.search.driver as driver
@@ -200,6 +198,6 @@ def test_a_repeated_candidate_reuses_the_finished_trial_instead_of_running_again
     assert all(t.values == trials[0].values for t in trials)
     assert [t.number for t in complete_trials(study)] == [0]
     assert [t.number for t in front_trials(study, config)] == [0]
-    status = subprocess.run([sys.executable, "-m", "nas.cli", "status", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    status = nas_cli("status", str(tmp_path / "c"))
     text = " ".join(status.stdout.split())  # rich wraps long lines
     assert "1/3 trials finished (1 complete" in text and "5 repeated proposals of finished candidates" in text

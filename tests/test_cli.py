@@ -29,35 +29,35 @@ def test_help_lists_commands_without_importing_heavy_packages():
         ("n_trials: [\n", "YAML syntax error at line"),
     ],
 )
-def test_bad_campaign_file_is_one_line_and_exit_1(tmp_path, content, message):
+def test_bad_campaign_file_is_one_line_and_exit_1(tmp_path, content, message, nas_cli):
     path = tmp_path / "c.yaml"
     path.write_text(content)
-    proc = _nas("search", "--config", str(path), "--out", str(tmp_path / "out"))
+    proc = nas_cli("search", "--config", str(path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 1, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_missing_config_file(tmp_path):
-    proc = _nas("search", "--config", str(tmp_path / "nope.yaml"))
+def test_missing_config_file(tmp_path, nas_cli):
+    proc = nas_cli("search", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 1 and "file not found" in proc.stderr
 
 
-def test_usage_error_is_exit_2():
-    proc = _nas("search", "--n-trials", "zero")
+def test_usage_error_is_exit_2(nas_cli):
+    proc = nas_cli("search", "--n-trials", "zero")
     assert proc.returncode == 2
 
 
-def test_status_of_a_folder_without_campaign(tmp_path):
-    proc = _nas("status", str(tmp_path))
+def test_status_of_a_folder_without_campaign(tmp_path, nas_cli):
+    proc = nas_cli("status", str(tmp_path))
     assert proc.returncode == 1 and "no campaign here" in proc.stderr
 
 
-def test_profiles_lists_host():
-    proc = _nas("profiles")
+def test_profiles_lists_host(nas_cli):
+    proc = nas_cli("profiles")
     assert proc.returncode == 0 and "host" in proc.stdout
-    proc = _nas("profiles", "show", "host")
+    proc = nas_cli("profiles", "show", "host")
     assert proc.returncode == 0 and "target" in proc.stdout
 
 
