@@ -240,7 +240,8 @@ def test_losing_the_second_node_mid_campaign_retries_or_fails_its_trials_and_the
         while not stop.wait(0.5):
             procs = node_processes([doomed.temp_dirs[1]])
             names = {p.pid: _name(p) for p in procs}
-            if any(name.startswith("ray::_run_on") for name in names.values()):
+            # a Ray task process is named after its function; comm keeps 15 chars ("ray::run_on_nod")
+            if any(name.startswith("ray::run_on") for name in names.values()):
                 for pid, name in names.items():
                     if name == "raylet":
                         psutil.Process(pid).kill()
