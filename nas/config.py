@@ -226,9 +226,7 @@ class CampaignConfig(_Strict):
     @classmethod
     def _registered_sampler(cls, name: str) -> str:
         """The registry, not a ``Literal``, lists the samplers, so a new one needs no edit here."""
-        if name not in SAMPLERS:
-            raise ValueError(f"{name!r} is not a registered sampler; choose one of {', '.join(SAMPLERS.names())}")
-        return name
+        return SAMPLERS.check(name)
 
     @model_validator(mode="after")
     def _check(self) -> CampaignConfig:

@@ -72,8 +72,17 @@ class Registry(Generic[T]):
         self._load()
         if name not in self._entries:
             prefix = f"{where} " if where else ""
-            raise NasUserError(f"{prefix}{name!r} is not a registered {self.kind}; choose one of {', '.join(self.names())}.")
+            raise NasUserError(f"{prefix}{self._unknown(name)}.")
         return self._entries[name]
+
+    def check(self, name: str) -> str:
+        """``name`` if registered, else ``ValueError`` (for pydantic field validators, which wrap it with the field)."""
+        if name not in self:
+            raise ValueError(self._unknown(name))
+        return name
+
+    def _unknown(self, name: str) -> str:
+        return f"{name!r} is not a registered {self.kind}; choose one of {', '.join(self.names())}"
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -57,6 +57,26 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+def tiny_mlp():
+    """The smallest model with the students' call signature: (input_ids, attention_mask) → logits (B, 2), eval mode.
+
+    Token ids below 100; for latency plumbing (backends, RPC) where the model's shape does not matter.
+    """
+    import torch
+
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(100, 32)
+            self.fc = torch.nn.Linear(32, 2)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            x = self.embed(input_ids) * attention_mask.unsqueeze(-1).float()  # (B, L, 32)
+            return self.fc(x.mean(1))  # (B, 2)
+
+    return MLP().eval()
+
+
 def tiny_bert(*, layers: int = 1, hidden: int = 32, heads: int = 2, ffn: int = 64, vocab: int = 500,
               max_positions: int = 64, attn_implementation: str | None = None, logits_only: bool = False):
     """A small random Hugging Face BERT classifier (2 labels, seeded with 0), independent of the student builder.

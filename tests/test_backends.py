@@ -11,6 +11,7 @@ import fcntl
 import warnings
 
 import pytest
+from conftest import tiny_mlp
 
 from nas.errors import NasUserError
 from nas.hardware.backends import LATENCY_BACKENDS, prepare
@@ -28,17 +29,6 @@ from nas.hardware.profiles import load_profile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tvm")
-
-
-class MLP(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(100, 32)
-        self.fc = torch.nn.Linear(32, 2)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids) * attention_mask.unsqueeze(-1).float()  # (B, L, 32)
-        return self.fc(x.mean(1))  # (B, 2)
 
 
 def _inputs():
@@ -74,7 +64,7 @@ class Recording(LatencyBackend):
 
 @pytest.fixture(scope="module")
 def prepared():
-    return prepare(MLP().eval(), _inputs())
+    return prepare(tiny_mlp(), _inputs())
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +82,7 @@ def test_every_profile_method_is_a_registered_backend_and_unknown_ones_list_them
     path.write_text("name: board\nhw_class: cpu\ntarget: {kind: llvm}\ncores: 1\nlatency: {method: lokal}\n")
     with pytest.raises(NasUserError) as info:
         load_profile(str(path))
-    assert "'lokal' is not a latency method; choose one of estimate, local, rpc" in str(info.value)
+    assert "'lokal' is not a registered latency backend; choose one of estimate, local, rpc" in str(info.value)
     assert "\n" not in str(info.value)
 
 
@@ -129,7 +119,7 @@ def test_unreachable_device_falls_back_to_the_estimate_and_warns_once_per_profil
 
 
 def test_prepare_reuses_one_import_and_its_graph_across_bit_widths():
-    model = MLP().eval()
+    model = tiny_mlp()
     fp32 = prepare(model, _inputs())
     graph = fp32.graph
     int8 = prepare(model, _inputs(), weight_bits=8)

@@ -12,6 +12,7 @@ import time
 import warnings
 
 import pytest
+from conftest import tiny_mlp
 import torch
 
 from nas.hardware.profiles import HardwareProfile, host_cpu_name
@@ -79,17 +80,6 @@ def _profile(port: int, key: str = "loopback") -> HardwareProfile:
     )
 
 
-class MLP(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(100, 32)
-        self.fc = torch.nn.Linear(32, 2)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.embed(input_ids) * attention_mask.unsqueeze(-1).float()  # (B, L, 32)
-        return self.fc(x.mean(1))  # (B, 2)
-
-
 def _inputs():
     return torch.randint(0, 100, (1, SEQ_LEN)), torch.ones(1, SEQ_LEN, dtype=torch.long)
 
@@ -97,7 +87,7 @@ def _inputs():
 def test_rpc_backend_times_on_the_remote_server(rpc_device):
     from nas.hardware.backends import measure_latency
 
-    result = measure_latency(MLP().eval(), _inputs(), _profile(rpc_device), LatencySettings(repeats=3, number=2))
+    result = measure_latency(tiny_mlp(), _inputs(), _profile(rpc_device), LatencySettings(repeats=3, number=2))
     print(result.label, result.note)
     assert result.backend == "tvm-rpc" and result.is_measured is True
     assert result.repeats == 3 and result.median_ms > 0
@@ -111,7 +101,7 @@ def test_unreachable_rpc_device_is_estimated_and_says_so(rpc_device):
     for profile in (_profile(_free_port()), _profile(rpc_device, key="no-such-device")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = measure_latency(MLP().eval(), _inputs(), profile, LatencySettings(repeats=3, number=2))
+            result = measure_latency(tiny_mlp(), _inputs(), profile, LatencySettings(repeats=3, number=2))
         assert result.is_measured is False and result.backend == "predictor"
         assert result.note.startswith("RPC device unreachable")
         profile.backend.warned.clear()  # the fallback warns once per profile and process

@@ -55,9 +55,7 @@ class LatencyMethod(BaseModel):
     def _registered(cls, method: str) -> str:
         from nas.hardware.backends import LATENCY_BACKENDS
 
-        if method not in LATENCY_BACKENDS:
-            raise ValueError(f"{method!r} is not a latency method; choose one of {', '.join(LATENCY_BACKENDS.names())}")
-        return method
+        return LATENCY_BACKENDS.check(method)
 
     @model_validator(mode="after")
     def _rpc_needs_tracker(self) -> LatencyMethod:
