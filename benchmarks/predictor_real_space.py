@@ -2,7 +2,7 @@
 
 `benchmarks/predictor_accuracy.py` scores the predictor on plain BERT shapes. A campaign predicts *lightnas
 students* sampled from ``search_spaces/<space>.yaml``, per layer, with the shapes their own structured pruning
-leaves (pruned heads and FFN neurons; :func:`nas.pretune.shaped_student`). This script samples such students
+leaves (pruned heads and FFN neurons; :func:`nas.hardware.workloads.shaped_student`). This script samples such students
 from each ``--space``, tunes their distinct workloads in one MetaSchedule run (the shared database; records
 are reused), builds every student from that database, times it in interleaved passes (fastest repeat, as in
 ``predictor_accuracy.py``), and compares it with what the predictor says for the host profile, using the
@@ -45,7 +45,8 @@ def prepare(space: str, n: int, seed: int, seq_len: int) -> list[dict]:
 
     from nas.hardware.compile import import_model
     from nas.hardware.graph import summarize_imported
-    from nas.pretune import sample_candidates, shaped_student
+    from nas.hardware.workloads import shaped_student
+    from nas.pretune import sample_candidates
 
     ids = torch.randint(1000, 2000, (1, seq_len), generator=torch.Generator().manual_seed(0))
     inputs = (ids, torch.ones_like(ids))

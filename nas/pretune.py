@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from nas.errors import NasUserError
-from nas.hardware.workloads import shaped_student  # noqa: F401 - moved to nas.hardware; re-exported for callers
+from nas.hardware.workloads import shaped_student
 from nas.output import Output
 
 if TYPE_CHECKING:

@@ -103,7 +103,8 @@ def _usable_rows(study: optuna.Study, config: CampaignConfig, profile: str) -> t
     Supernet-scored (inherited) accuracies rank candidates but are not what training gives; once some trials
     were trained stand-alone (promoted), only those are choosable.
     """
-    from nas.report.pareto import axis_values, complete_trials, usable_on
+    from nas.report.pareto import axis_values
+    from nas.search.pareto import complete_trials, usable_on
     from nas.search.record import TrialRecord
 
     feasible_trials = [t for t in complete_trials(study) if usable_on(t, config, profile)]
@@ -124,7 +125,8 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
         NasUserError: For an unknown profile, a campaign without complete trials, or when no trial meets
             the limits (the message names the closest trial and the limit to relax).
     """
-    from nas.report.pareto import complete_trials, front_numbers
+    from nas.report.pareto import front_numbers
+    from nas.search.pareto import complete_trials
     from nas.search.record import TrialRecord
 
     if criteria.profile not in config.profiles:
@@ -365,7 +367,7 @@ def _rebuild(choice: Choice, study: optuna.Study, config: CampaignConfig, ctx: T
 def _card(root: Path, study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria, choice: Choice,
           rebuilt: _Rebuilt, test: Any, test_accuracy: float, tracking_uri: str) -> dict[str, Any]:
     """The selection's facts for the model card (``selection.json``), before export adds the files' own."""
-    from nas.report.pareto import peak_memory_mib
+    from nas.search.pareto import peak_memory_mib
     from nas.tracking import find_trial_run
 
     trial_run_id = find_trial_run(tracking_uri, f"lightnas/{config.name}", choice.trial)

@@ -8,7 +8,6 @@ message names the problem, and that no traceback escaped. ``pytest -m bad_input`
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,27 +327,13 @@ def _no_stale_log_handlers():
     optuna.logging.enable_default_handler()
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int, str]:
-    from nas import cli
-
-    argv = sys.argv
-    sys.argv = ["nas", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gets_one_clear_line(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_bad_input_gets_one_clear_line(case: Case, tmp_path: Path, nas_cli, monkeypatch) -> None:
     monkeypatch.delenv("NAS_DEBUG", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     args = case.setup(tmp_path)
-    code, err = _run_cli(args, capsys)
+    proc = nas_cli(*args)
+    code, err = proc.returncode, proc.stderr
     assert code == case.code, err
     assert case.message in err, err
     assert "Traceback" not in err

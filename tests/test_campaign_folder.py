@@ -171,12 +171,12 @@ def read_only_campaign(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_read_only_campaign_folder_is_readable_and_writes_fail_in_one_line(read_only_campaign, capsys):
-    from test_bad_inputs import _run_cli
-
-    code, err = _run_cli(["status", str(read_only_campaign)], capsys)
+def test_a_read_only_campaign_folder_is_readable_and_writes_fail_in_one_line(read_only_campaign, nas_cli):
+    proc = nas_cli("status", str(read_only_campaign))
+    code, err = proc.returncode, proc.stderr
     assert code == 0 and "Traceback" not in err, err
     for args, message in ((["resume", str(read_only_campaign), "-q"], "Read-only file system"),):
-        code, err = _run_cli(args, capsys)
+        proc = nas_cli(*args)
+        code, err = proc.returncode, proc.stderr
         assert code == 1 and message in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1, err

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.pretune import sample_candidates, shaped_student
+from nas.hardware.workloads import shaped_student
+from nas.pretune import sample_candidates
 
 
 def test_sampled_students_are_distinct_and_get_their_pruned_shapes():

@@ -197,19 +197,12 @@ def test_a_space_the_supernet_cannot_share_is_refused_in_one_line():
     ({"promote_top": 2}, "promote_top (2) only apply with scorer: supernet"),
     ({"scorer": "oracle"}, "fidelity.scorer"),
 ])
-def test_bad_fidelity_settings_get_one_line_from_the_cli(fidelity, message, tmp_path, capsys, monkeypatch):
-    import sys
-
-    from nas import cli
-
-    monkeypatch.delenv("NAS_DEBUG", raising=False)
+def test_bad_fidelity_settings_get_one_line_from_the_cli(fidelity, message, tmp_path, nas_cli):
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(small_campaign_dict(fidelity=fidelity)))
-    monkeypatch.setattr(sys, "argv", ["nas", "search", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and message in err and "Traceback" not in err, err
+    proc = nas_cli("search", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet")
+    err = proc.stderr
+    assert proc.returncode == 1 and message in err and "Traceback" not in err, err
     assert len([line for line in err.strip().splitlines() if line.strip()]) == 1, err
 
 

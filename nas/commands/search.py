@@ -101,7 +101,7 @@ def _finalize(result, campaign, out: Output):
     """Time the Pareto trials' shipped builds on this host, then rewrite pareto.json with them (the report follows)."""
     import dataclasses
 
-    from nas.report.pareto import pareto_summary, write_pareto_json
+    from nas.search.pareto import pareto_summary, write_pareto_json
     from nas.search.campaign import load_study
     from nas.search.finalize import finalize_front
 

@@ -34,7 +34,7 @@ class CampaignStatus:
         infeasible: ``{"trial", "reason"}`` of complete trials that miss a constraint (repeats excluded).
         fit_reported_profiles: For each profile reported but not searched: complete trials that fit it.
         n_complete_trials: Complete trials the fit counts are out of.
-        pareto: The current Pareto summary (``nas.report.pareto.pareto_summary``), empty before a complete trial.
+        pareto: The current Pareto summary (``nas.search.pareto.pareto_summary``), empty before a complete trial.
     """
 
     name: str
@@ -72,7 +72,7 @@ def study_status(study: optuna.Study, config: CampaignConfig) -> CampaignStatus:
     """Aggregate a campaign's study: counts by state, real failures, infeasible trials, fits, the front."""
     from optuna.trial import TrialState
 
-    from nas.report.pareto import complete_trials, fits_profile, pareto_summary
+    from nas.search.pareto import complete_trials, fits_profile, pareto_summary
     from nas.search.record import records
 
     trials = records(study)

@@ -252,7 +252,7 @@ def time_onnxruntime(
     check_counts(repeats, number, warmup)
     feeds = {meta.name: x.detach().cpu().numpy() if hasattr(x, "detach") else x
              for meta, x in zip(session.get_inputs(), example_inputs)}
-    repeat_ms = _time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
+    repeat_ms = time_runs(lambda: session.run(None, feeds), repeats, number, warmup)
     threads = session.get_session_options().intra_op_num_threads
     return summarize(repeat_ms, profile=profile.name, backend=backend, number=number, threads=threads, is_tuned=True)
 
@@ -289,14 +289,14 @@ def measure_torch(
     model.eval()
     try:
         with torch.inference_mode():
-            repeat_ms = _time_runs(lambda: model(*example_inputs), repeats, number, warmup)
+            repeat_ms = time_runs(lambda: model(*example_inputs), repeats, number, warmup)
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
     return summarize(repeat_ms, profile=profile.name, backend="torch", number=number, threads=threads, is_tuned=True)
 
 
-def _time_runs(run: Callable[[], object], repeats: int, number: int, warmup: int) -> list[float]:
+def time_runs(run: Callable[[], object], repeats: int, number: int, warmup: int = 0) -> list[float]:
     """Per-repeat mean time of ``run`` in milliseconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         run()

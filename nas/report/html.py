@@ -250,7 +250,7 @@ def write_report(
     Args:
         study: The campaign's study.
         config: Its config.
-        pareto: :func:`nas.report.pareto.pareto_summary` of the study.
+        pareto: :func:`nas.search.pareto.pareto_summary` of the study.
         path: The ``.html`` file to write.
         environment: Versions and machine of the campaign (MLflow ``env.*`` tags); omitted when None.
         table_rows: Rows of :func:`nas.report.pareto.trial_table`; the Pareto ones form the sortable table.

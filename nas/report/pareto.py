@@ -1,7 +1,7 @@
 """The report's analyses of a campaign: 2-D fronts per axis, hypervolume, importances and the trial table.
 
 Pure functions over a study's frozen trials. The campaign's own front (which trials count, which are
-optimal, ``pareto.json``) is :mod:`nas.search.pareto`, re-exported here for older callers; dominance and
+optimal, ``pareto.json``) is :mod:`nas.search.pareto`; dominance and
 hypervolume come from Optuna's code through :mod:`nas.search.optuna_private`, so nothing here re-derives
 them. A trial's ``candidate`` user attribute is read generically: it is flattened to dotted keys
 (:func:`nas.metrics.flatten`), so new Candidate fields show up in tables without edits here.
@@ -13,20 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from nas.hardware.measure import provenance
 from nas.metrics import flatten
-from nas.search.pareto import (  # moved to nas.search.pareto; re-exported for nas/cli.py and nas/select.py
-    complete_trials,
-    fits_profile,
-    front_trials,
-    peak_memory_mib,
-    pareto_summary,
-    usable_on,
-    write_pareto_json,
-)
+from nas.search.pareto import complete_trials, front_trials, peak_memory_mib
 from nas.search.record import TrialRecord
-
-__all__ = ["axis_values", "complete_trials", "fits_profile", "flatten", "front_numbers", "front_trials",
-           "hypervolume_history", "param_importances", "pareto_summary", "peak_memory_mib", "trial_table", "usable_on",
-           "write_pareto_json"]
 
 if TYPE_CHECKING:
     import optuna

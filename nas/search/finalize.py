@@ -12,7 +12,7 @@ machine (``latency.method: local``), times the two runtimes that ship:
   linear weights) on ONNX Runtime's CPU provider.
 
 Latency does not depend on weight values, so each student is rebuilt cheaply, without training: the
-candidate's architecture with the shapes its structured pruning leaves (:func:`nas.pretune.shaped_student`),
+candidate's architecture with the shapes its structured pruning leaves (:func:`nas.hardware.workloads.shaped_student`),
 then the recipe's quantization applied to those random weights (the ONNX exporter needs weights on the
 quantizer's grid). Both runtimes are timed interleaved in one process (this machine's latency drifts 20–40 %
 between runs), with the campaign's ``latency.repeats``/``number``.
@@ -231,7 +231,7 @@ def time_shipped(library: Path, onnx_file: Path, profile: HardwareProfile, seq_l
     from nas.artefacts.tvm_library import load_tvm
     from nas.hardware.backends import measurement_lock
     from nas.hardware.compile import quiet_native_stderr, set_tvm_threads
-    from nas.hardware.measure import onnxruntime_session, summarize
+    from nas.hardware.measure import onnxruntime_session, summarize, time_runs
 
     threads = profile.resolved_cores()
     tvm_threads = set_tvm_threads(threads)
@@ -250,7 +250,7 @@ def time_shipped(library: Path, onnx_file: Path, profile: HardwareProfile, seq_l
             run(), run()
         for _ in range(rounds):
             for name, run in runs.items():
-                times[name] += _repeat_ms(run, per_round, number)
+                times[name] += time_runs(run, per_round, number)
     target = json.loads(library.with_suffix(".so.json").read_text(encoding="utf-8"))["target"]
     tvm_result = summarize(times["tvm"], profile=profile.name, backend="tvm", number=number, threads=tvm_threads,
                            is_tuned=is_tuned, target=json.dumps(target, sort_keys=True),
@@ -260,16 +260,6 @@ def time_shipped(library: Path, onnx_file: Path, profile: HardwareProfile, seq_l
                            threads=session.get_session_options().intra_op_num_threads, is_tuned=True,
                            note="the shipped ONNX file on ONNX Runtime's CPU provider")
     return tvm_result, ort_result
-
-
-def _repeat_ms(run: Any, repeats: int, number: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            run()
-        out.append((time.perf_counter() - start) * 1e3 / number)
-    return out
 
 
 def compare(tvm_result: LatencyResult, ort_result: LatencyResult, profile: str, **facts: Any) -> dict[str, Any]:
