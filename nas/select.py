@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasUserError
 from nas.output import Output
+from nas.search.pareto import complete_trials, peak_memory_mib, usable_on
 from nas.select_checks import check_parity, export_checked, held_out_split, shipped_latency  # noqa: F401 - nas.select's API
 
 if TYPE_CHECKING:
@@ -104,7 +105,6 @@ def _usable_rows(study: optuna.Study, config: CampaignConfig, profile: str) -> t
     were trained stand-alone (promoted), only those are choosable.
     """
     from nas.report.pareto import axis_values
-    from nas.search.pareto import complete_trials, usable_on
     from nas.search.record import TrialRecord
 
     feasible_trials = [t for t in complete_trials(study) if usable_on(t, config, profile)]
@@ -126,7 +126,6 @@ def choose_trial(study: optuna.Study, config: CampaignConfig, criteria: Selectio
             the limits (the message names the closest trial and the limit to relax).
     """
     from nas.report.pareto import front_numbers
-    from nas.search.pareto import complete_trials
     from nas.search.record import TrialRecord
 
     if criteria.profile not in config.profiles:
@@ -367,7 +366,6 @@ def _rebuild(choice: Choice, study: optuna.Study, config: CampaignConfig, ctx: T
 def _card(root: Path, study: optuna.Study, config: CampaignConfig, criteria: SelectionCriteria, choice: Choice,
           rebuilt: _Rebuilt, test: Any, test_accuracy: float, tracking_uri: str) -> dict[str, Any]:
     """The selection's facts for the model card (``selection.json``), before export adds the files' own."""
-    from nas.search.pareto import peak_memory_mib
     from nas.tracking import find_trial_run
 
     trial_run_id = find_trial_run(tracking_uri, f"lightnas/{config.name}", choice.trial)
