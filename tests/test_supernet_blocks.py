@@ -126,3 +126,56 @@ def test_a_block_type_that_claims_keys_but_has_no_branch_is_refused_by_the_super
     monkeypatch.setattr(cls, "supernet_branch", None)
     with pytest.raises(TypeError, match="conv.*supernet_keys.*supernet_branch"):
         branch_of("conv")
+
+
+def test_a_new_block_type_gets_a_supernet_branch_from_its_own_file_alone(monkeypatch):
+    """The one-file rule for branches: a type declared here (an FFN-only layer) with a branch is searched by
+    the supernet, its choices kept in ``extra_choices`` (no SupernetSpec field), and its subnets extract exactly."""
+    from nas.blockspec import BlockField, BlockSpec
+    from nas.models.blocks import BLOCKS, Block, FeedForward, ffn_params, register_block
+    from nas.search.space import SearchSpace
+
+    class FfnOnlyBranch:
+        position, choices, centred = 9, {"ffn_size": ("ffnonly_ffn", 32)}, ()
+        build = staticmethod(lambda spec, width, **kw: FfnOnly(BlockSpec("ffnonly", ffn_size=spec.widest("ffn_size")), width, **kw))
+        misfit = staticmethod(lambda spec, layer, hidden: spec.oversized(layer))
+        forward = staticmethod(lambda net, block, x, additive_mask, token_mask, h, layer: net.ffn(block, x, h, layer.ffn_size))
+
+    class FfnOnly(Block, FeedForward):
+        fields = {"ffn_size": BlockField(), "activation": BlockField("activation", "gelu")}
+        example, supernet_keys, supernet_branch = {"ffn_size": 16}, frozenset({"ffn_size", "activation"}), FfnOnlyBranch
+
+        def __init__(self, spec, hidden_size, *, dropout, attention_dropout, eps) -> None:
+            FeedForward.__init__(self, hidden_size, spec.ffn_size, spec.activation, dropout, eps)
+
+        def forward(self, x, additive_mask, token_mask):
+            return FeedForward.forward(self, x), None
+
+        code = staticmethod(lambda spec: f"o{spec.ffn_size}")
+        count_params = staticmethod(lambda spec, hidden_size: ffn_params(hidden_size, spec.ffn_size))
+        count_flops = staticmethod(lambda spec, hidden_size, seq_len: 4 * seq_len * hidden_size * spec.ffn_size)
+
+        def inherit(self, teacher):
+            teacher.ffn(self, teacher.hid)
+
+    list_blocks()  # discovery first, so the fake type is the only addition
+    monkeypatch.setitem(BLOCKS, "ffnonly", FfnOnly)
+    register_block("ffnonly")(FfnOnly)
+    categorical = {"type": "categorical", "choices": ["transformer", "ffnonly"]}
+    space = SearchSpace.model_validate({"name": "s", "architecture": {"n_layers": {"type": "categorical", "choices": [1, 2]}, "hidden_size": 32,
+                                        "blocks": {"type": categorical, "transformer": {"heads": 2, "ffn_size": 32},
+                                                   "ffnonly": {"ffn_size": {"type": "categorical", "choices": [16, 48]}}}}})
+    spec = SupernetSpec.from_space(space, num_labels=2, max_positions=24, vocab_size=VOCAB)
+    assert spec.extra_choices == (("ffnonly_ffn", (16, 48)),)
+    assert SupernetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert "extra_choices" not in TINY.to_dict()  # earlier specs hash as they did
+    torch.manual_seed(0)
+    net = Supernet(spec).eval()
+    assert net.bert.encoder.layer[0].ffnonly.intermediate.dense.out_features == spec.max_ffn  # every branch at the widest FFN
+    ids = torch.randint(1, VOCAB, (2, 9))
+    rng = random.Random(0)
+    archs = [spec.largest(rng), spec.smallest(rng)] + [spec.sample(rng) for _ in range(6)]
+    assert any(b.type == "ffnonly" for a in archs for b in a.layers)
+    for arch in archs:
+        student = extract_student(net, Candidate(architecture=arch))
+        torch.testing.assert_close(student(ids, torch.ones_like(ids)), net(ids, torch.ones_like(ids), arch), rtol=0, atol=1e-6)
