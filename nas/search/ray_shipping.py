@@ -124,7 +124,7 @@ def run_on_node(limit_mib: int | None, tuning: TuningShipment | None, fn: Callab
 
     context = ray.get_runtime_context()
     out = NodeReturn(node={"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address()})
-    before = _take_tuning(tuning) if tuning is not None else None
+    before = _exchange(lambda: _take_tuning(tuning), None) if tuning is not None else None
     try:
         unshipped = [_unship(arg) for arg in args]
         from nas.search.executor import call_with_memory_bound  # here: executor imports this module
@@ -133,10 +133,21 @@ def run_on_node(limit_mib: int | None, tuning: TuningShipment | None, fn: Callab
     except Exception as exc:  # the trial's own failure: FAILED on the driver, with this node and traceback
         out.error = _portable_error(exc, out.node)
     if before is not None:
-        out.tuning = export_records(since=before)
+        out.tuning = _exchange(lambda: export_records(since=before), {})
     if out.error is None and any(shipped for _, shipped in unshipped) and getattr(out.result, "artifacts", None):
         out.files = _collect_artifacts(out.result.artifacts)
     return out
+
+
+def _exchange(step: Callable[[], Any], fallback: Any) -> Any:
+    """A tuning-record exchange step; its failure is a warning, never the trial's (the trial then tunes itself)."""
+    import warnings
+
+    try:
+        return step()
+    except Exception as exc:
+        warnings.warn(f"tuning records were not exchanged with the driver ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+        return fallback
 
 
 def _collect_artifacts(artifacts: dict[str, str]) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ def elastic_blocks() -> dict[str, frozenset[str]]:
     """Block types the supernet holds a branch for → the settings it shares weights over.
 
     Each block type states this itself (``Block.supernet_keys``; None: no branch), so a new type is refused
-    by :meth:`SupernetSpec.from_space` until it declares, and this module implements, a branch.
+    by :meth:`SupernetSpec.from_space` until it declares keys and a branch (``supernet_branch``, in its own file).
     """
     return {name: block_class(name).supernet_keys for name in list_blocks() if block_class(name).supernet_keys is not None}
 
@@ -54,7 +54,7 @@ class SupernetSpec:
     Args:
         depths: Encoder depths; the largest is the supernet's layer count.
         hidden_sizes: Residual widths; the largest is the supernet's.
-        block_types: Block types a layer may take (a subset of ``transformer``, ``conv``).
+        block_types: Block types a layer may take (each one with a branch, :func:`branches`).
         heads: Attention head counts (transformer); each must divide every hidden size.
         transformer_ffn: FFN sizes of transformer layers.
         kernel_sizes: Depthwise kernels of conv layers (odd).
