@@ -220,6 +220,65 @@ def test_a_campaign_runs_on_both_nodes_with_nothing_read_from_the_drivers_disk(c
         assert "model.onnx" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.data.tags
 
 
+_TUNED = {"llvm-cluster-test-1c-00": {"records": [['["4242","AAAA"]', '[["trace"],[1e-05]]']], "untunable": []}}
+
+
+def _tune_here(_: int) -> str:
+    """A trial that tunes one workload on its node (commits a record into the node's own database)."""
+    from nas.hardware.tuning_db import merge_records
+
+    merge_records(_TUNED)
+    return "tuned"
+
+
+def _served_here(pause_s: float) -> bool:
+    """A trial that asks its node's database for that workload, as a build would, then holds its CPU a while
+    (so two of them run at once, one per node)."""
+    from nas.hardware.tuning_db import export_records
+
+    time.sleep(pause_s)
+    return any(w == '["4242","AAAA"]' for part in export_records().values() for w, _ in part["records"])
+
+
+def _fails_here(_: int) -> None:
+    raise ValueError("a trial's own failure")
+
+
+def test_a_workload_tuned_on_one_node_reaches_the_other_and_a_failed_trial_keeps_its_node(cluster, driver_env, tmp_path,
+                                                                                         monkeypatch):
+    """The cluster tunes each workload once: the record a trial tunes on its node comes back with its result,
+    is merged into the driver's database, and the next trials find it on both nodes (each node has one CPU,
+    so two trials at once run one per node). A trial that raises is FAILED with the node it ran on."""
+    import ray.cloudpickle
+
+    from nas.hardware.tuning_db import export_records
+    from nas.search.executor import RayExecutor
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes cannot import this test module
+    monkeypatch.setenv("LIGHTNAS_CACHE", str(tmp_path / "driver-cache"))
+    executor = RayExecutor(workers=2, address=cluster.address, max_retries=0)
+    try:
+        (tuned,) = executor.wait([executor.submit(_tune_here, 0)])
+        assert tuned.result == "tuned" and executor.tuning.merged == 1
+        assert _TUNED["llvm-cluster-test-1c-00"]["records"][0] in export_records()["llvm-cluster-test-1c-00"]["records"]
+        jobs = [executor.submit(_served_here, 3.0) for _ in range(2)]
+        served = []
+        while jobs:
+            for outcome in executor.wait(jobs):
+                jobs.remove(outcome.job)
+                served.append(outcome)
+        assert [o.result for o in served] == [True, True], [o.error for o in served]
+        assert {o.node["node_ip"] for o in served} == {"127.0.0.1", "127.0.0.2"}
+        (failed,) = executor.wait([executor.submit(_fails_here, 0)])
+        assert isinstance(failed.error, ValueError) and failed.node["node_ip"] in {"127.0.0.1", "127.0.0.2"}
+        assert "raised on node" in "".join(failed.error.__notes__)
+    finally:
+        executor.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    for cache in cluster.caches:  # on disk, in each node's own cache
+        assert any((cache / "tuning").glob("llvm-cluster-test-1c-00/database_tuning_record.json")), cache
+
+
 def test_losing_the_second_node_mid_campaign_retries_or_fails_its_trials_and_the_campaign_finishes(
         tmp_path_factory, monkeypatch, tmp_path):
     """SIGKILL the second node's raylet while a trial runs there: Ray retries that trial elsewhere (the

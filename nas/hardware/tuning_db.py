@@ -96,3 +96,96 @@ def target_dict(target: tvm.target.Target) -> dict[str, Any]:
         if value is not None and value != "":
             data[key] = [str(v) for v in value] if key == "mattr" else (int(value) if key == "num-cores" else str(value))
     return data
+
+
+# --- records that travel between machines (a cluster tunes each workload once) ---------------------------
+#
+# MetaSchedule's JSON database is two append-only files: ``database_workload.json`` (one ``[shash, module]``
+# line per workload) and ``database_tuning_record.json`` (one ``[workload line number, record]`` line per
+# record). A record's workload is a line *number*, meaningful only in its own file, so records travel in a
+# portable form that carries the workload line itself: ``{database folder name: {"records": [[workload
+# line, record text], …], "untunable": [keys]}}`` (plain JSON; no TVM needed to read, send or merge it).
+
+WORKLOADS, RECORDS, UNTUNABLE = "database_workload.json", "database_tuning_record.json", "untunable.json"
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _split_record(line: str) -> tuple[int, str] | None:
+    """``[index,record]`` → (index, record text), as MetaSchedule writes it; None for a line it could not have written."""
+    head, sep, rest = line.strip().partition(",")
+    if not sep or not head.startswith("[") or not rest.endswith("]") or not head[1:].strip().isdigit():
+        return None
+    return int(head[1:]), rest[:-1]
+
+
+def tuning_snapshot(root: Path | None = None) -> dict[str, list[Any]]:
+    """What each database under ``root`` holds now (record count, untunable keys): the mark that
+    :func:`export_records` exports the records added after."""
+    root = root or cache_root()
+    if not root.is_dir():
+        return {}
+    return {d.name: [len(_lines(d / RECORDS)), sorted(read_untunable(d))] for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def export_records(root: Path | None = None, since: dict[str, list[Any]] | None = None) -> dict[str, dict[str, list]]:
+    """The records (portable form) of every database under ``root``; with ``since`` (a :func:`tuning_snapshot`),
+    only those added after it. Empty databases are left out."""
+    root = root or cache_root()
+    since = since or {}
+    out: dict[str, dict[str, list]] = {}
+    for name in tuning_snapshot(root):
+        folder = root / name
+        done, known = since.get(name, [0, []])
+        with db_lock(folder):  # a tuner appends under this lock: never read half a line
+            workloads, records = _lines(folder / WORKLOADS), _lines(folder / RECORDS)[done:]
+            untunable = sorted(read_untunable(folder) - set(known))
+        pairs = [[workloads[split[0]], split[1]] for split in map(_split_record, records) if split and split[0] < len(workloads)]
+        if pairs or untunable:
+            out[name] = {"records": pairs, "untunable": untunable}
+    return out
+
+
+def merge_records(records: dict[str, dict[str, list]], root: Path | None = None) -> int:
+    """Merge portable ``records`` (from :func:`export_records`, e.g. another node's) into the databases under
+    ``root``, under each database's lock; returns how many records were new.
+
+    Workloads are matched by their whole line (MetaSchedule's structural hash and serialised module), records
+    by workload and text, so merging twice, or merging a database into itself, adds nothing.
+    """
+    root = root or cache_root()
+    added = 0
+    for name, part in records.items():
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"tuning records name a database {name!r} outside {root}")
+        folder = root / name
+        with db_lock(folder):
+            workloads = _lines(folder / WORKLOADS)
+            index = {line: i for i, line in enumerate(workloads)}
+            have = {(workloads[s[0]], s[1]) for s in map(_split_record, _lines(folder / RECORDS)) if s and s[0] < len(workloads)}
+            new_workloads, new_records = [], []
+            for workload, record in part.get("records", []):
+                if (workload, record) in have:
+                    continue
+                if workload not in index:
+                    index[workload] = len(workloads) + len(new_workloads)
+                    new_workloads.append(workload)
+                have.add((workload, record))
+                new_records.append(f"[{index[workload]},{record}]")
+            _append(folder / WORKLOADS, new_workloads)
+            _append(folder / RECORDS, new_records)
+            write_untunable(folder, read_untunable(folder) | set(part.get("untunable", [])))
+        added += len(new_records)
+    return added
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    if lines:
+        with open(path, "a+b") as handle:
+            ends_open = False  # a last line without its newline (never written by MetaSchedule, but cheap to mend)
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                ends_open = handle.read(1) != b"\n"
+            handle.write((("\n" if ends_open else "") + "".join(line + "\n" for line in lines)).encode())

@@ -1,11 +1,13 @@
-"""Depthwise-separable convolution over tokens, then an FFN: attention-free token mixing."""
+"""Depthwise-separable convolution over tokens, then an FFN: attention-free token mixing; and its supernet
+branch (:class:`ConvBranch`)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nas.blockspec import BlockField
+from nas.blockspec import BlockField, BlockSpec
 from nas.models.blocks import Block, FeedForward, ffn_params, register_block
 
 
@@ -28,6 +30,37 @@ class SeparableConv(nn.Module):
         return self.LayerNorm(self.dropout(self.pointwise(h)) + x)
 
 
+class ConvBranch:
+    """The supernet's conv branch (see :mod:`nas.supernet.supernet` for the interface).
+
+    One full-width :class:`ConvBlock` with the largest kernel and FFN. A subnet layer of width ``h`` uses the
+    first ``h`` channels, the centre ``kernel_size`` taps of the depthwise kernel (Once-for-All's elastic
+    kernel, https://arxiv.org/abs/1908.09791, without its transform matrices) and the first ``ffn_size``
+    FFN neurons.
+    """
+
+    position = 1  # built after the transformer branch: the order decides the initial weights' random draws
+    choices = {"kernel_size": ("kernel_sizes", 3), "ffn_size": ("conv_ffn", 128)}  # setting → (SupernetSpec field, default)
+    centred = ("conv.depthwise.weight",)  # sliced at the centre of its last (tap) dimension
+
+    @staticmethod
+    def build(spec, width, **kw):
+        return ConvBlock(BlockSpec("conv", kernel_size=spec.max_kernel, ffn_size=spec.max_ffn, activation=spec.activation), width, **kw)
+
+    @staticmethod
+    def misfit(spec, layer, hidden):
+        return spec.oversized(layer)
+
+    @staticmethod
+    def forward(net, block, x, additive_mask, token_mask, h, layer):
+        conv, k = block.conv, layer.kernel_size
+        start = (conv.depthwise.kernel_size[0] - k) // 2  # the centre k taps
+        weight = conv.depthwise.weight[:h, :, start : start + k]  # (h, 1, k)
+        y = F.conv1d((x * token_mask).transpose(1, 2), weight, conv.depthwise.bias[:h], padding=k // 2, groups=h).transpose(1, 2)
+        y = F.linear(y, conv.pointwise.weight[:h, :h], conv.pointwise.bias[:h])  # (B, L, h)
+        return net.ffn(block, net.norm(conv.LayerNorm, net.dropout(y) + x, h), h, layer.ffn_size)
+
+
 @register_block("conv")
 class ConvBlock(Block, FeedForward):
     """Depthwise-separable convolution over tokens, then an FFN: attention-free token mixing, O(L·k·H)
@@ -37,6 +70,7 @@ class ConvBlock(Block, FeedForward):
     fields = {"kernel_size": BlockField("odd"), "ffn_size": BlockField(), "activation": BlockField("activation", "gelu")}
     example = {"kernel_size": 3, "ffn_size": 64}
     supernet_keys = frozenset({"kernel_size", "ffn_size", "activation"})
+    supernet_branch = ConvBranch
 
     def __init__(self, spec, hidden_size, *, dropout, attention_dropout, eps) -> None:
         FeedForward.__init__(self, hidden_size, spec.ffn_size, spec.activation, dropout, eps)
@@ -65,3 +99,4 @@ class ConvBlock(Block, FeedForward):
         # one that normalises the teacher's attention output, the FFN the teacher's FFN.
         teacher.norm(self.conv.LayerNorm, "attention.output.LayerNorm", teacher.hid)
         teacher.ffn(self, teacher.hid)
+

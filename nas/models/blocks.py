@@ -125,7 +125,8 @@ class Block(nn.Module):
     - ``example``: the settings of a small spec, valid at hidden size 32, that the registry-driven tests
       build, train, prune, export and inherit;
     - ``supernet_keys``: the settings the weight-sharing supernet shares weights over, or None for a type
-      the supernet has no branch for (a space searching it is refused in one sentence);
+      the supernet has no branch for (a space searching it is refused in one sentence); a type with keys
+      also sets ``supernet_branch``, its branch class (interface in :mod:`nas.supernet.supernet`);
     - ``code``, ``count_params``, ``count_flops`` and ``inherit``; and may override ``check``,
       ``check_width``, ``head_size`` and ``pruned_settings``.
     """
@@ -135,6 +136,7 @@ class Block(nn.Module):
     fields: ClassVar[dict[str, BlockField]] = {}
     example: ClassVar[dict[str, Any]] = {}
     supernet_keys: ClassVar[frozenset[str] | None] = None
+    supernet_branch: ClassVar[type | None] = None
 
     def forward(
         self, x: torch.Tensor, additive_mask: torch.Tensor, token_mask: torch.Tensor

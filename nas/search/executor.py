@@ -15,7 +15,7 @@ from typing import Any
 
 from nas.errors import MissingDependencyError
 from nas.search.ray_connect import restore_cluster_mode, start_local_ray, check_ray_address, connect_ray_cluster  # noqa: F401  (check_ray_address: re-exported)
-from nas.search.ray_shipping import run_on_node, land_artifacts, ship_folders
+from nas.search.ray_shipping import TuningShipper, land_artifacts, run_on_node, ship_folders
 
 
 @dataclass
@@ -167,6 +167,7 @@ class RayExecutor(Executor):
         self._memory_mib = memory_mib_per_trial
         self._remote = ray.remote(run_on_node).options(**options)
         self._artifact_dir: str | None = None  # the driver's folder for artifacts that come back from other nodes
+        self.tuning = TuningShipper(ray) if self._cluster else None  # tuning records to and from the nodes
 
     def share(self, value: Any) -> Any:
         """Put ``value`` in the object store once; on a cluster, with the driver-local folders it names."""
@@ -176,7 +177,7 @@ class RayExecutor(Executor):
         return self._ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._remote.remote(self._memory_mib, fn, *args)
+        return self._remote.remote(self._memory_mib, self.tuning.current() if self.tuning else None, fn, *args)
 
     def wait(self, jobs: list[Any]) -> list[Outcome]:
         self._ray.wait(jobs, num_returns=1)  # block until one has finished
@@ -185,8 +186,11 @@ class RayExecutor(Executor):
         outcomes = []
         for ref in ready:
             try:
-                result, node, files = self._ray.get(ref)
-                outcomes.append(Outcome(ref, result=land_artifacts(result, files, self._artifact_dir), node=node))
+                back = self._ray.get(ref)
+                if self.tuning is not None:
+                    self.tuning.absorb(back.tuning)  # also from a failed trial: what it tuned is tuned
+                result = land_artifacts(back.result, back.files, self._artifact_dir) if back.error is None else None
+                outcomes.append(Outcome(ref, result=result, error=back.error, node=back.node))
             except self._ray.exceptions.RayTaskError as exc:
                 outcomes.append(Outcome(ref, error=exc.as_instanceof_cause()))
             except (self._ray.exceptions.WorkerCrashedError, self._ray.exceptions.RayError) as exc:

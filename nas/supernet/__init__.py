@@ -1,7 +1,8 @@
 """Weight-sharing supernet: train once per task, score candidates in seconds by inheriting its weights.
 
-- :mod:`nas.supernet.supernet`: the elastic model (:class:`Supernet`, :class:`SupernetSpec`) and its
-  initialisation from the teacher;
+- :mod:`nas.supernet.spec`: the elastic dimensions (:class:`SupernetSpec`) and the branch registry (each
+  block type's ``supernet_branch``);
+- :mod:`nas.supernet.supernet`: the elastic model (:class:`Supernet`) and its initialisation from the teacher;
 - :mod:`nas.supernet.train`: the sandwich rule with in-place distillation;
 - :mod:`nas.supernet.extract`: a candidate's slice as a stand-alone student;
 - :mod:`nas.supernet.cache`: train once, cache, reuse.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nas.supernet.supernet import layer_map
+from nas.supernet.spec import branch_of, layer_map
 
 if TYPE_CHECKING:
     from nas.candidate import Candidate
@@ -57,12 +57,12 @@ def extract_student(supernet: Supernet, candidate: Candidate) -> StudentForSeque
     copied = 0
     for name, param in student.named_parameters():
         match = _LAYER.match(name)
+        key, centre = name, False
         if match:
             i, rest = int(match.group(1)), match.group(2)
             key = f"bert.encoder.layer.{mapping[i]}.{arch.layers[i].type}.{rest}"
-        else:
-            key = name
-        param.copy_(_slice_like(source[key], param.shape, centre_last=name.endswith("conv.depthwise.weight")))
+            centre = rest in branch_of(arch.layers[i].type).centred  # a sub-kernel: the centre taps
+        param.copy_(_slice_like(source[key], param.shape, centre_last=centre))
         copied += 1
     if copied != len(list(student.parameters())):
         raise RuntimeError(f"copied {copied} tensors into a student with {len(list(student.parameters()))}")
