@@ -140,3 +140,20 @@ def test_gpu_and_cpu_distillation_agree_to_floating_point_noise():
         torch.manual_seed(0)
         losses[device] = distil(tiny_mlp(), split, logits, settings, device=device)  # tiny_mlp has no dropout
     assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3, abs=1e-4)
+
+
+def test_teacher_fine_tune_follows_the_device_and_returns_cpu_logits():
+    """The teacher loop trains where its caller put the model (``auto`` resolved in nas.models.teacher) and
+    hands back CPU logits for the cache, whatever the device."""
+    from conftest import tiny_bert
+
+    from nas.models.teacher import TeacherSettings
+    from nas.models.teacher_train import fine_tune, predict_logits
+
+    split = _split(n=32)
+    model = tiny_bert(vocab=100).to(resolve_device("auto")).train()
+    before = model.classifier.weight.detach().clone().cpu()
+    fine_tune(model, split, TeacherSettings(max_steps=3, batch_size=8, lr=1e-3), progress=False)
+    logits = predict_logits(model, split)
+    assert logits.device.type == "cpu" and logits.shape == (32, 2)
+    assert not torch.equal(before, model.classifier.weight.detach().cpu())  # it trained
