@@ -155,6 +155,8 @@ class ExecutorConfig(_Strict):
     address: str | None = None  # ray only: a cluster address; None starts Ray locally
     max_retries: int = Field(2, ge=0)  # ray only: retries of a trial whose worker process died
     memory_mib_per_trial: int | None = Field(None, ge=64)  # enforced per trial (MemoryError beyond); declared to Ray
+    # ray only: GPUs each trial declares (num_gpus; 0.5 lets two share one). 0: trials train on CPU (see nas.device)
+    gpus_per_trial: float = Field(0, ge=0)
 
 
 class LatencyConfig(_Strict):
@@ -209,6 +211,9 @@ class CampaignConfig(_Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Trial t is seeded with seed + t, and numpy/Optuna take seeds below 2**32: keep room for the trials.
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Where the teacher fine-tune, supernet and distillation train (nas.device): auto = CUDA when torch sees it.
+    # Compression, export and latency stay on CPU. See docs/campaign.md#devices.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def search_profiles(self) -> list[str]:
         """Profiles the search must fit: those an objective or constraint names (all profiles if none does).
@@ -242,6 +247,8 @@ class CampaignConfig(_Strict):
         for c in self.constraints:
             if c.profile and c.profile not in self.profiles:
                 raise ValueError(f"constraint {c.name} names profile '{c.profile}', which is not in profiles {self.profiles}")
+        if self.device == "cuda" and self.executor.kind == "ray" and not self.executor.gpus_per_trial:
+            raise ValueError("device: cuda on Ray needs executor.gpus_per_trial > 0 (a trial gets a GPU only by declaring one)")
         return self
 
 

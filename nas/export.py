@@ -105,8 +105,9 @@ def _yes_no(value: bool | None) -> str:
 
 def model_card(card: dict[str, Any]) -> str:
     """The model card (markdown) of a selection, from the facts ``nas.select`` gathered."""
-    from nas.metrics import flatten
+    from nas.metrics import flatten, format_accuracy
 
+    n_val = f", {card['validation_size']} sentences" if card.get("validation_size") else ""
     size = card.get("size_bytes")
     mem = card.get("peak_mem_mib")
     settings = "\n".join(f"| `{k}` | {v} |" for k, v in flatten(card["candidate"]).items())
@@ -121,11 +122,13 @@ A text classifier distilled from the campaign's teacher and compressed as below,
 {chr(10).join(f'- {r}' for r in card['reasons'])}
 
 ## Accuracy
-| split | accuracy |
+| split | accuracy ± one standard error |
 |---|---|
-| validation (during search, {card.get('search_steps', card['steps'])} steps) | {card['search_validation_accuracy']:.4f} |
-| validation (this export, {card['steps']} steps{', finalized' if card['finalized'] else ''}) | {card['validation_accuracy']:.4f} |
-| test (held out, {card['test_size']} sentences) | {card['test_accuracy']:.4f} |
+| validation (during search, {card.get('search_steps', card['steps'])} steps{n_val}) | {format_accuracy(card['search_validation_accuracy'], card.get('validation_size'), 4, ' ± ')} |
+| validation (this export, {card['steps']} steps{', finalized' if card['finalized'] else ''}{n_val}) | {format_accuracy(card['validation_accuracy'], card.get('validation_size'), 4, ' ± ')} |
+| test (held out, {card['test_size']} sentences) | {format_accuracy(card['test_accuracy'], card['test_size'], 4, ' ± ')} |
+
+The standard error is sqrt(p(1-p)/n) over the n sentences scored: another sample of that size would move the score by about that much.
 
 ## Latency on `{card['profile']}`
 - {'shipped build' if card.get('final_latency') else 'TVM (search)'}: {_latency_text(card['latency'])}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nas.compress.distill import attention_loss, distillation_loss, hidden_projection, hidden_state_loss, layer_mapping
+from nas.device import modules_on
 
 if TYPE_CHECKING:
     from nas.data.tokenize import TokenizedSplit
@@ -105,6 +106,7 @@ def distil(
     masks: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     teacher: torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
 ) -> list[float]:
     """Train ``model`` in place with the :class:`DistilLoss` ``loss`` for ``settings.steps`` steps.
 
@@ -118,36 +120,41 @@ def distil(
         on_step: Called with ``(step, loss)`` after each step.
         teacher: A Hugging Face BERT teacher (``output_hidden_states``/``output_attentions``); required
             when a feature weight is > 0, run in eval mode without gradients.
+        device: Where to train (``auto``, ``cpu``, ``cuda`` or a ``torch.device``); the model (and teacher)
+            move there for the loop and back afterwards. None: where the model is.
 
     Returns:
         The loss of every step.
     """
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the split has {len(train)}")
-    features = _FeatureTerms(model, teacher, loss) if loss.uses_features else None
-    optimizer = _optimizer(model, features.projection if features else None, settings)
-    torch.manual_seed(settings.seed)  # dropout
-    params = dict(model.named_parameters())
-    losses: list[float] = []
-    model.train()
-    for step, idx in zip(range(settings.steps), epoch_batches(len(train), settings.batch_size, settings.seed)):
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, settings)
-        input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
-        if features is not None:
-            logits, hidden, attentions = model.forward_features(input_ids, attention_mask)
-        else:
-            logits = model(input_ids, attention_mask)
-        if teacher_logits is None:
-            value = torch.nn.functional.cross_entropy(logits, train.labels[idx])
-        else:
-            value = distillation_loss(logits, teacher_logits[idx], train.labels[idx], loss.alpha, loss.temperature)
-        if features is not None:
-            value = value + features.loss(input_ids, attention_mask, hidden, attentions)
-        losses.append(_step(model, optimizer, value, settings, params, masks, step))
-        if on_step is not None:
-            on_step(step, losses[-1])
-    model.eval()
+    with modules_on(device, model, teacher if loss.uses_features else None) as dev:
+        features = _FeatureTerms(model, teacher, loss, dev) if loss.uses_features else None
+        optimizer = _optimizer(model, features.projection if features else None, settings)
+        torch.manual_seed(settings.seed)  # dropout
+        params = dict(model.named_parameters())
+        masks = {name: mask.to(dev) for name, mask in masks.items()} if masks else masks
+        losses: list[float] = []
+        model.train()
+        for step, idx in zip(range(settings.steps), epoch_batches(len(train), settings.batch_size, settings.seed)):
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, settings)
+            input_ids, attention_mask = (t.to(dev) for t in trim_batch(train.input_ids[idx], train.attention_mask[idx]))  # (B, T)
+            labels = train.labels[idx].to(dev)
+            if features is not None:
+                logits, hidden, attentions = model.forward_features(input_ids, attention_mask)
+            else:
+                logits = model(input_ids, attention_mask)
+            if teacher_logits is None:
+                value = torch.nn.functional.cross_entropy(logits, labels)
+            else:
+                value = distillation_loss(logits, teacher_logits[idx].to(dev), labels, loss.alpha, loss.temperature)
+            if features is not None:
+                value = value + features.loss(input_ids, attention_mask, hidden, attentions)
+            losses.append(_step(model, optimizer, value, settings, params, masks, step))
+            if on_step is not None:
+                on_step(step, losses[-1])
+        model.eval()
     return losses
 
 
@@ -195,12 +202,12 @@ def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.
 class _FeatureTerms:
     """The TinyBERT terms of a :class:`DistilLoss`: the teacher, the student → teacher layer map and projection."""
 
-    def __init__(self, model: torch.nn.Module, teacher: torch.nn.Module | None, loss: DistilLoss) -> None:
+    def __init__(self, model: torch.nn.Module, teacher: torch.nn.Module | None, loss: DistilLoss, device: torch.device) -> None:
         if teacher is None:
             raise ValueError("hidden_weight or attention_weight > 0 needs the teacher model (teacher=...)")
         self.teacher, self.weights = use_eager_attention(teacher).eval(), loss
         self.mapping = layer_mapping(len(model.bert.encoder.layer), teacher.config.num_hidden_layers)
-        self.projection = (hidden_projection(model.config.hidden_size, teacher.config.hidden_size)
+        self.projection = (hidden_projection(model.config.hidden_size, teacher.config.hidden_size).to(device)
                            if loss.hidden_weight > 0 else None)
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: list[torch.Tensor],
@@ -223,13 +230,14 @@ class _FeatureTerms:
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` on every row of ``split``, in eval mode."""
+    """Logits ``(N, C)`` of ``model`` on every row of ``split``, in eval mode, on CPU."""
     model.eval()
+    dev = next(model.parameters()).device  # predict where the model is; the logits come back on CPU
     chunks = [
-        model(*trim_batch(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size]))
+        model(*(t.to(dev) for t in trim_batch(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size])))
         for i in range(0, len(split), batch_size)
     ]
-    return torch.cat(chunks)
+    return torch.cat(chunks).cpu()
 
 
 def accuracy(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> float:

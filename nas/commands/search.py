@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from nas.commands.options import CampaignDirArg, ConfigOpt, JsonOpt, OutOpt, QuietOpt, RayAddressOpt, TrackingUriOpt
+from nas.metrics import format_accuracy
 from nas.output import Output
 
 SEARCH_EXAMPLES = """
@@ -35,11 +36,12 @@ def print_summary(out: Output, result, as_json: bool) -> None:
     table.add_column("candidate", no_wrap=True, overflow="ellipsis", max_width=28)
     for p in result.pareto:
         cells = [_short_latency(p["latency"].get(name)) for name in profiles]
-        table.add_row(str(p["trial"]), f"{p['accuracy']:.3f}", *cells, f"{p['size_bytes'] / 1024:.0f}",
+        table.add_row(str(p["trial"]), format_accuracy(p["accuracy"], p.get("validation_size")), *cells, f"{p['size_bytes'] / 1024:.0f}",
                       p["candidate_key"] if "candidate_key" in p else _key(p["candidate"]))
     out.result(table)
     out.result("ms: median, batch 1; tvm/ort = measured (tuned TVM library, ONNX Runtime on the shipped file), "
-               "est = estimated, untuned = an untuned TVM build. KiB: the shipped ONNX file. Details: --json, the report.")
+               "est = estimated, untuned = an untuned TVM build. KiB: the shipped ONNX file. acc.: validation, ± one "
+               "standard error. Details: --json, the report.")
     out.result(f"report: {result.paths.report}\npareto: {result.paths.pareto}\nmlflow: {result.tracking_uri}")
 
 

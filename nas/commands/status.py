@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.commands.options import CampaignDirArg, JsonOpt, latency_text
+from nas.metrics import format_accuracy
 from nas.output import Output
 
 if TYPE_CHECKING:
@@ -119,4 +120,8 @@ def status(campaign_dir: CampaignDirArg, as_json: JsonOpt = False) -> None:
         out.result(f"  {profile} (reported, not searched): {n} of {st.n_complete_trials} complete trials fit it")
     for p in st.pareto:
         lat = ", ".join(latency_text(k, v) for k, v in p["latency"].items())
-        out.result(f"  pareto trial {p['trial']}: accuracy {p['accuracy']:.3f}, {lat}, {p['size_bytes'] / 1024:.0f} KiB")
+        acc = format_accuracy(p["accuracy"], p.get("validation_size"))
+        out.result(f"  pareto trial {p['trial']}: accuracy {acc}, {lat}, {p['size_bytes'] / 1024:.0f} KiB")
+    if any(p.get("accuracy_stderr") is not None for p in st.pareto):
+        n = st.pareto[0].get("validation_size")
+        out.result(f"  accuracy: on the validation split ({n} sentences), ± one standard error sqrt(p(1-p)/n)")

@@ -224,6 +224,7 @@ def prepare_teacher(
     cache_dir: Path,
     source: str | Path | None = None,
     progress: bool = True,
+    device: str = "auto",
 ) -> TeacherArtifacts:
     """Fine-tune the teacher on ``train`` and cache it with its logits, or load it from the cache.
 
@@ -233,6 +234,8 @@ def prepare_teacher(
         cache_dir: Root of the cache; the teacher goes to ``cache_dir/teacher-<fingerprint>/``.
         source: Pretrained BERT folder to start from; None: the packaged all-MiniLM-L6-v2.
         progress: Show a progress bar on stderr while fine-tuning.
+        device: Where to fine-tune and compute the logits (:func:`nas.device.resolve_device`); not in the
+            cache key: a teacher from another device differs only by floating-point noise.
 
     Returns:
         The artifacts; ``from_cache`` says whether training was skipped.
@@ -252,7 +255,7 @@ def prepare_teacher(
     if not (model_dir / _META_FILE).is_file():
         if model_dir.exists():  # only a foreign or hand-edited folder can lack the marker: never ours half-written
             warnings.warn(f"{model_dir} has no {_META_FILE}; rebuilding the cached teacher.", RuntimeWarning, stacklevel=2)
-        _build_cache(task_tensors, settings, folder, model_dir, fingerprint, progress)
+        _build_cache(task_tensors, settings, folder, model_dir, fingerprint, progress, device)
         from_cache = False
     else:
         from_cache = True
@@ -279,6 +282,7 @@ def _build_cache(
     model_dir: Path,
     fingerprint: str,
     progress: bool,
+    device: str = "auto",
 ) -> None:
     """Fine-tune, score, and write the cache folder atomically (temp folder, then one rename).
 
@@ -292,7 +296,7 @@ def _build_cache(
     except OSError as exc:
         raise NasUserError(f"{model_dir.parent}: cannot write the teacher cache ({exc.strerror}); set LIGHTNAS_CACHE to a writable folder.") from None
     try:
-        model, logits, train_time_s = _train_and_score(task_tensors, settings, source, progress)
+        model, logits, train_time_s = _train_and_score(task_tensors, settings, source, progress, device)
         accuracy = {name: (logits[name].argmax(-1) == split.labels).float().mean().item() for name, split in task_tensors.items()}
 
         tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only; the cache is ordinary user data
@@ -316,7 +320,7 @@ def _build_cache(
 
 
 def _train_and_score(
-    task_tensors: dict[str, TokenizedSplit], settings: TeacherSettings, source: Path, progress: bool
+    task_tensors: dict[str, TokenizedSplit], settings: TeacherSettings, source: Path, progress: bool, device: str = "auto"
 ) -> tuple[BertForSequenceClassification, dict[str, torch.Tensor], float]:
     """The fine-tuned teacher, its float32 logits ``(N, C)`` per split and the fine-tune's wall seconds.
 
@@ -325,6 +329,7 @@ def _train_and_score(
     """
     import torch
 
+    from nas.device import resolve_device
     from nas.models.teacher_train import fine_tune, predict_logits
 
     previous_threads = torch.get_num_threads()
@@ -333,14 +338,14 @@ def _train_and_score(
         with torch.random.fork_rng(devices=[]):  # seed for the head and dropout without touching the caller's RNG
             torch.manual_seed(settings.seed)
             n_classes = int(max(int(t.labels.max()) for t in task_tensors.values())) + 1
-            model = load_teacher(max(2, n_classes), source)
+            model = load_teacher(max(2, n_classes), source).to(resolve_device(device))  # fine_tune follows the model
             start = time.perf_counter()
             fine_tune(model, task_tensors["train"], settings, progress)
             train_time_s = time.perf_counter() - start
             logits = {name: predict_logits(model, split) for name, split in task_tensors.items()}  # (N, C) each
     finally:
         torch.set_num_threads(previous_threads)
-    return model, logits, train_time_s
+    return model.cpu(), logits, train_time_s
 
 
 def _move_into_place(tmp_dir: Path, model_dir: Path) -> None:

@@ -37,7 +37,8 @@ def fine_tune(model: torch.nn.Module, train: TokenizedSplit, settings: TeacherSe
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (step + 1) / warmup if step < warmup else max(0.0, (steps - step) / max(1, steps - warmup))
     )
-    generator = torch.Generator().manual_seed(settings.seed)
+    device = next(model.parameters()).device  # train where the caller put the model (nas.device)
+    generator = torch.Generator().manual_seed(settings.seed)  # on CPU: the same batch order on every device
     order, cursor = torch.randperm(len(train), generator=generator), 0
     model.train()
     with _progress_bar(progress, steps) as advance:
@@ -48,7 +49,8 @@ def fine_tune(model: torch.nn.Module, train: TokenizedSplit, settings: TeacherSe
             idx = order[cursor : cursor + settings.batch_size]
             cursor += settings.batch_size
             input_ids, attention_mask = trim_padding(train.input_ids[idx], train.attention_mask[idx])  # (B, T), T ≤ L
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=train.labels[idx]).loss
+            input_ids, attention_mask, labels = (t.to(device) for t in (input_ids, attention_mask, train.labels[idx]))
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -68,12 +70,13 @@ def predict_logits(model: torch.nn.Module, split: TokenizedSplit, batch_size: in
     lengths = split.attention_mask.sum(-1)  # (N,)
     by_length = torch.argsort(lengths, stable=True)
     chunks = []
+    device = next(model.parameters()).device  # computed where the model is; the logits come back on CPU
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(split), batch_size):
             idx = by_length[start : start + batch_size]
-            input_ids, attention_mask = trim_padding(split.input_ids[idx], split.attention_mask[idx])
-            chunks.append(model(input_ids=input_ids, attention_mask=attention_mask).logits.float())
+            input_ids, attention_mask = (t.to(device) for t in trim_padding(split.input_ids[idx], split.attention_mask[idx]))
+            chunks.append(model(input_ids=input_ids, attention_mask=attention_mask).logits.float().cpu())
     logits = torch.empty(len(split), chunks[0].shape[-1])
     logits[by_length] = torch.cat(chunks)  # back to row order
     return logits

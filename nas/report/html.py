@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.metrics import flatten
+from nas.metrics import flatten, format_accuracy
 from nas.report.pareto import axis_values, front_numbers, hypervolume_history, param_importances
 from nas.search.pareto import complete_trials, fits_profile
 from nas.search.record import TrialRecord
@@ -48,7 +48,7 @@ def _metrics(trial: FrozenTrial) -> dict[str, Any]:
 def _hover(trial: FrozenTrial, profile: str) -> str:
     metrics = _metrics(trial)
     lat = metrics.get("latency", {}).get(profile)
-    lines = [f"trial {trial.number}", f"accuracy {metrics['accuracy']:.4f}"
+    lines = [f"trial {trial.number}", f"accuracy {format_accuracy(metrics['accuracy'], metrics.get('validation_size'), 4, ' ± ')}"
              + (" (inherited from the supernet)" if _fidelity(trial) == "supernet" else "")]
     if lat:
         lines.append(f"{profile}: {_latency_label(lat)}")
@@ -64,16 +64,17 @@ def _hover(trial: FrozenTrial, profile: str) -> str:
 def baselines(study: optuna.Study) -> list[dict[str, Any]]:
     """Reference points the campaign recorded: the teacher, then any ``baselines`` study attribute.
 
-    Each is ``{"name", "accuracy", "latency": {profile: LatencyResult dict}, "size_bytes"}``; missing
+    Each is ``{"name", "accuracy", "validation_size", "latency": {profile: LatencyResult dict}, "size_bytes"}``; missing
     values are None/empty, and such a baseline is drawn as a horizontal accuracy line instead of a point.
     """
     points = []
     teacher = study.user_attrs.get("teacher")
     if teacher and teacher.get("validation_accuracy") is not None:
         points.append({"name": teacher.get("name", "teacher"), "accuracy": teacher["validation_accuracy"],
+                       "validation_size": teacher.get("validation_size"),
                        "latency": teacher.get("latency", {}), "size_bytes": teacher.get("size_bytes")})
     for entry in study.user_attrs.get("baselines", []):
-        points.append({"name": entry["name"], "accuracy": entry.get("accuracy"),
+        points.append({"name": entry["name"], "accuracy": entry.get("accuracy"), "validation_size": entry.get("validation_size"),
                        "latency": entry.get("latency", {}), "size_bytes": entry.get("size_bytes")})
     return points
 
@@ -110,6 +111,8 @@ def _front_figure(trials: list[FrozenTrial], profile: str, cost: str, refs: list
                         "symbol": "circle" if is_measured else "diamond-open"},
                 name=f"{'Pareto' if on_front else 'other'} trials" + (f" ({'measured' if is_measured else 'estimated'})" if cost == "latency_ms" else ""),
                 text=[_hover(t, profile) for t in group], hoverinfo="text",
+                error_y={"type": "data", "array": [TrialRecord.from_trial(t).accuracy_stderr or 0.0 for t in group],
+                         "thickness": 1, "width": 0},  # ± one standard error of the validation accuracy
             ))
     steps = sorted((axis_values(t, profile)[cost], axis_values(t, profile)["accuracy"]) for t in plotted if t.number in front)
     if steps:
@@ -230,10 +233,20 @@ def _costs(trials: list[FrozenTrial]) -> dict[str, float]:
     return totals
 
 
+def _accuracy_note(rows: list[dict[str, Any]]) -> str:
+    """The sentence that says what the accuracies and their ± are (the validation size from the trial records)."""
+    sizes = sorted({r["validation_size"] for r in rows if r.get("validation_size")})
+    if not sizes:
+        return "Accuracies are on the validation split; its size was not recorded, so no standard error is shown."
+    return (f"Accuracies are on the validation split ({' / '.join(str(n) for n in sizes)} sentences); ± is one standard "
+            "error, sqrt(p(1-p)/n), drawn as error bars: trials closer than about twice it are not told apart.")
+
+
 def _baseline_row(ref: dict[str, Any]) -> str:
     latency = "; ".join(f"{p}: {_latency_label(v)}" for p, v in ref["latency"].items()) or "not recorded"
     size = "" if ref["size_bytes"] is None else f"{ref['size_bytes'] / 1024:.0f}"
-    return f"<tr><td>{html.escape(ref['name'])}</td><td>{ref['accuracy']:.4f}</td><td>{html.escape(latency)}</td><td>{size}</td></tr>"
+    accuracy = format_accuracy(ref["accuracy"], ref.get("validation_size"), 4, " ± ")
+    return f"<tr><td>{html.escape(ref['name'])}</td><td>{accuracy}</td><td>{html.escape(latency)}</td><td>{size}</td></tr>"
 
 
 def write_report(
@@ -278,7 +291,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{cursor:pointer;
 <p>{len(trials)} complete trials of {len(study.trials)}; space <code>{html.escape(config.space)}</code>; profiles {html.escape(', '.join(config.profiles))};
 objectives {html.escape(', '.join(f'{o.direction} {o.name}' for o in config.objectives))}.
 Filled circles are measured latencies, open diamonds estimated ones; hover a point for tuned/untuned and backend.
-Untuned TVM latencies are not deployment latencies.</p>
+Untuned TVM latencies are not deployment latencies.
+{html.escape(_accuracy_note(rows))}</p>
 {plots}
 <h2>Pareto trials</h2><p>Click a column to sort.</p>{_table(columns, rows, "pareto-table")}
 <h2>Baselines</h2><table><tr><th>model</th><th>val. accuracy</th><th>latency</th><th>size (KiB)</th></tr>{ref_rows}</table>

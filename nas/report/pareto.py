@@ -137,6 +137,8 @@ def trial_table(study: optuna.Study, config: CampaignConfig) -> list[dict[str, A
         row: dict[str, Any] = {"trial": trial.number, "pareto": trial.number in best}
         row.update(dict(zip(names, trial.values)))
         row["accuracy"] = metrics.get("accuracy")
+        row["accuracy_stderr"] = record.accuracy_stderr  # one standard error (nas.metrics); None in old records
+        row["validation_size"] = record.validation_size
         for profile in profiles:
             lat = metrics.get("latency", {}).get(profile)
             if lat:

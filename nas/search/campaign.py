@@ -90,6 +90,7 @@ def make_executor(config: CampaignConfig, ray_address: str | None = None) -> Exe
         address=ray_address or spec.address,
         max_retries=spec.max_retries,
         memory_mib_per_trial=spec.memory_mib_per_trial,
+        gpus_per_trial=spec.gpus_per_trial,
     )
 
 
@@ -103,6 +104,7 @@ def validate_campaign(config: CampaignConfig, ray_address: str | None = None) ->
 
     space = load_space(config.space)
     from nas.data.loaders import load_task
+    from nas.device import resolve_device
     from nas.models.teacher import load_tokenizer
 
     profiles = {name: load_profile(name) for name in config.profiles}
@@ -113,6 +115,7 @@ def validate_campaign(config: CampaignConfig, ray_address: str | None = None) ->
                 "(hw_class: mcu) only; use an MCU profile or size_bytes."
             )
     load_tokenizer(config.teacher.model)  # a teacher folder that is not a model fails here, in one line
+    resolve_device(config.device)  # device: cuda without a GPU fails here, in one line (the teacher trains on this machine)
     if ray_address or config.executor.address:
         from nas.search.executor import check_ray_address
 

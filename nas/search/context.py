@@ -31,6 +31,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
 
     from nas.data.loaders import load_task
     from nas.data.tokenize import tokenize_task
+    from nas.device import trial_device_setting
     from nas.hardware.profiles import load_profile
     from nas.models.teacher import load_tokenizer, prepare_teacher
     from nas.search.objective import LatencySettings, TrialContext
@@ -41,13 +42,15 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
     out.info(f"task [bold]{task.name}[/]: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
     tensors = tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)
     sweep_stale_teacher_temps(cache_root(), out)
-    teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet)
+    teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet,
+                              device=config.device)
     source = "cache" if teacher.from_cache else "fine-tuned now"
     out.info(f"teacher ({source}): validation accuracy {teacher.validation_accuracy:.3f}")
     if study is not None:
         study.set_user_attr("teacher", {"name": "teacher",
                                         "validation_accuracy": teacher.validation_accuracy,
-                                        "test_accuracy": teacher.test_accuracy, "train_time_s": teacher.train_time_s})
+                                        "test_accuracy": teacher.test_accuracy, "train_time_s": teacher.train_time_s,
+                                        "validation_size": len(tensors["validation"])})
     threads = config.executor.cpus_per_trial if config.executor.kind == "ray" else (os.cpu_count() or 1)
     ctx = TrialContext(
         train=tensors["train"],
@@ -69,6 +72,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
         ),
         threads=threads,
         onnx_dir=str(cache_root() / "onnx-staging") if config.log_onnx else None,
+        device=trial_device_setting(config.device, config.executor.kind == "ray", config.executor.gpus_per_trial),
     )
     if config.fidelity.scorer == "supernet":
         ctx.supernet_dir = str(prepare_supernet_dir(config, ctx, space, out))
@@ -98,7 +102,7 @@ def prepare_supernet_dir(config: CampaignConfig, ctx: TrialContext, space: Any, 
     torch.set_num_threads(ctx.threads)
     try:
         prepared = prepare_supernet(spec, train=ctx.train, teacher_logits=ctx.teacher_logits, teacher_dir=ctx.teacher_dir,
-                                    settings=settings, cache_root=cache_root())
+                                    settings=settings, cache_root=cache_root(), device=config.device)
     finally:
         torch.set_num_threads(threads)
     how = "cache" if prepared.from_cache else "trained now"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nas.device import check_gpus_declared
 from nas.errors import MissingDependencyError
 from nas.search.ray_connect import restore_cluster_mode, start_local_ray, check_ray_address, connect_ray_cluster  # noqa: F401  (check_ray_address: re-exported)
 from nas.search.ray_shipping import TuningShipper, land_artifacts, run_on_node, ship_folders
@@ -136,6 +137,11 @@ class RayExecutor(Executor):
         address: A Ray cluster address (``ray://host:10001`` or ``host:6379``); None starts a local Ray.
         max_retries: Retries of a task whose worker died; ≥ 0.
         memory_mib_per_trial: Memory each trial declares to Ray's scheduler, in MiB; None declares none.
+        gpus_per_trial: GPUs each trial declares (Ray's ``num_gpus``; fractions share one); 0 declares none.
+            Ray then sets the trial's ``CUDA_VISIBLE_DEVICES`` to the GPUs it assigned.
+
+    Raises:
+        NasUserError: When trials declare more GPUs than the local Ray found (they could never be scheduled).
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class RayExecutor(Executor):
         max_retries: int = 2,
         memory_mib_per_trial: int | None = None,
         temp_dir: str | None = None,
+        gpus_per_trial: float = 0,
     ) -> None:
         try:
             import ray
@@ -163,11 +170,20 @@ class RayExecutor(Executor):
         options: dict[str, Any] = {"num_cpus": cpus_per_trial, "max_retries": max_retries, "retry_exceptions": False}
         if memory_mib_per_trial:
             options["memory"] = memory_mib_per_trial * 1024 * 1024  # for Ray's scheduler; enforced below
+        if gpus_per_trial:
+            options["num_gpus"] = gpus_per_trial
+            if not address:  # a cluster may add GPU nodes later (autoscaler); a local Ray never does
+                check_gpus_declared(gpus_per_trial, ray.cluster_resources().get("GPU", 0), "the local Ray")
         self._options = options
         self._memory_mib = memory_mib_per_trial
         self._remote = ray.remote(run_on_node).options(**options)
         self._artifact_dir: str | None = None  # the driver's folder for artifacts that come back from other nodes
         self.tuning = TuningShipper(ray) if self._cluster else None  # tuning records to and from the nodes
+
+    @property
+    def task_options(self) -> dict[str, Any]:
+        """The resources and retry policy every trial task declares (Ray's ``.options``), for checks and logs."""
+        return dict(self._options)
 
     def share(self, value: Any) -> Any:
         """Put ``value`` in the object store once; on a cluster, with the driver-local folders it names."""

@@ -41,6 +41,7 @@ class TrialContext:
     threads: int = 1  # torch threads for training; latency uses each profile's own core count
     onnx_dir: str | None = None  # if set, each trial exports its compressed student here as ONNX (for MLflow)
     supernet_dir: str | None = None  # the cached trained supernet (nas.supernet), for fidelity.scorer: supernet
+    device: str = "auto"  # where distillation trains, resolved in the trial's process (nas.device.trial_device_setting)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrialMetrics:
     artifacts: dict[str, str] = field(default_factory=dict)  # name → file the driver logs to MLflow, then deletes
     fidelity: str = "standalone"  # what produced these numbers: standalone (trained) or supernet (inherited)
     packed_bytes: int | None = None  # bits × kept weights, packed and sparse: MCU flash accounting, no shipped file
+    validation_size: int | None = None  # sentences ``accuracy`` was measured on (its standard error: nas.metrics)
 
     @property
     def is_feasible(self) -> bool:
@@ -186,7 +188,7 @@ def train_candidate(candidate: Candidate, ctx: TrialContext, seed: int, *, steps
 
     # distil against the cached teacher logits, plus hidden-state / attention terms when weighted
     loss = DistilLoss(learn.alpha, learn.temperature, learn.hidden_weight, learn.attention_weight)
-    losses = distil(model, ctx.train, ctx.teacher_logits, settings, loss=loss, teacher=teacher)
+    losses = distil(model, ctx.train, ctx.teacher_logits, settings, loss=loss, teacher=teacher, device=ctx.device)
     timings["train_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -275,6 +277,7 @@ def evaluate_candidate(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
 
     return TrialMetrics(
         accuracy=val_accuracy,
+        validation_size=len(ctx.validation),
         latency=latency,
         reference_latency=reference,
         size_bytes=shipped_bytes,
@@ -368,6 +371,7 @@ def evaluate_inherited(candidate: Candidate, ctx: TrialContext, seed: int = 0) -
 
     return TrialMetrics(
         accuracy=val_accuracy,
+        validation_size=len(ctx.validation),
         latency=latency,
         reference_latency={},
         size_bytes=_shipped_file(model, candidate, ctx, seed, keep=False)[1],

@@ -92,6 +92,8 @@ def _entry(record: TrialRecord, names: list[str], profiles: list[str]) -> dict[s
         "candidate": record.candidate,
         "objectives": dict(zip(names, record.values or ())),
         "accuracy": metrics.get("accuracy"),
+        "validation_size": record.validation_size,  # sentences; None in records from before it was stored
+        "accuracy_stderr": record.accuracy_stderr,  # one standard error of "accuracy" (nas.metrics)
         "size_bytes": metrics.get("size_bytes"),
         "packed_bytes": metrics.get("packed_bytes"),
         "peak_mem_mib": {p: peak_memory_mib(metrics, p) for p in profiles},

@@ -86,6 +86,18 @@ class TrialRecord:
         return TrialMetrics.from_dict(self.metrics_dict) if self.metrics_dict is not None else None
 
     @property
+    def validation_size(self) -> int | None:
+        """Sentences the trial's accuracy was measured on, or None for records written before it was stored."""
+        return (self.metrics_dict or {}).get("validation_size")
+
+    @property
+    def accuracy_stderr(self) -> float | None:
+        """One standard error of the trial's validation accuracy (:func:`nas.metrics.accuracy_stderr`), or None."""
+        from nas.metrics import accuracy_stderr
+
+        return accuracy_stderr((self.metrics_dict or {}).get("accuracy"), self.validation_size)
+
+    @property
     def is_feasible(self) -> bool:
         return bool(self.attrs.get("feasible", True))
 

@@ -72,6 +72,7 @@ def prepare_supernet(
     settings: SupernetSettings,
     cache_root: Path,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    device: str | None = None,
 ) -> PreparedSupernet:
     """Load the supernet for this task, teacher, space and budget from the cache, or train and cache it.
 
@@ -83,6 +84,7 @@ def prepare_supernet(
         settings: Training budget and optimiser.
         cache_root: ``$LIGHTNAS_CACHE``; the supernet goes to ``cache_root/supernet-<fingerprint>/``.
         on_step: Progress callback while training.
+        device: Where to train (:mod:`nas.device`); not in the cache key (results agree to floating-point noise).
     """
     import fcntl
 
@@ -93,7 +95,7 @@ def prepare_supernet(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the entry
         from_cache = (folder / _META).is_file()
         if not from_cache:
-            _build(folder, spec, settings, train, teacher_logits, teacher_dir, fingerprint, on_step)
+            _build(folder, spec, settings, train, teacher_logits, teacher_dir, fingerprint, on_step, device)
     meta = json.loads((folder / _META).read_text())
     if meta["fingerprint"] != fingerprint:
         raise RuntimeError(f"{folder}: cache holds fingerprint {meta['fingerprint']}, expected {fingerprint}")
@@ -101,7 +103,7 @@ def prepare_supernet(
 
 
 def _build(folder: Path, spec: SupernetSpec, settings: SupernetSettings, train: TokenizedSplit, teacher_logits: torch.Tensor,
-           teacher_dir: str | Path, fingerprint: str, on_step: Callable | None) -> None:
+           teacher_dir: str | Path, fingerprint: str, on_step: Callable | None, device: str | None = None) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -110,7 +112,7 @@ def _build(folder: Path, spec: SupernetSpec, settings: SupernetSettings, train: 
     net = Supernet(spec)
     config = json.loads((Path(teacher_dir) / "config.json").read_text())
     init_from_teacher(net, load_file(Path(teacher_dir) / "model.safetensors"), config["num_hidden_layers"], config["num_attention_heads"])
-    history = train_supernet(net, train, teacher_logits, settings, on_step=on_step)
+    history = train_supernet(net, train, teacher_logits, settings, on_step=on_step, device=device)
     train_time_s = time.perf_counter() - start
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

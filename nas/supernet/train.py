@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nas.compress.distill import distillation_loss
+from nas.device import modules_on
 from nas.train import epoch_batches, get_lr, trim_batch
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def train_supernet(
     teacher_logits: torch.Tensor,
     settings: SupernetSettings,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, float]]:
     """Train ``net`` in place with the sandwich rule and in-place distillation.
 
@@ -78,13 +80,23 @@ def train_supernet(
         teacher_logits: ``(N, C)`` teacher logits on ``train``.
         settings: Budget and optimiser.
         on_step: Called with ``(step, losses)`` after each step.
+        device: Where to train (``auto``, ``cpu``, ``cuda``, :mod:`nas.device`); ``net`` moves there for the
+            loop and back afterwards. None: where ``net`` is.
 
     Returns:
         Per step: the loss of the ``largest`` and ``smallest`` subnets and the ``total``.
     """
     if len(teacher_logits) != len(train):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the split has {len(train)}")
-    s = settings
+    with modules_on(device, net) as dev:
+        history = _train_on(net, train, teacher_logits, settings, on_step, dev)
+    net.eval()
+    return history
+
+
+def _train_on(net: Supernet, train: TokenizedSplit, teacher_logits: torch.Tensor, s: SupernetSettings,
+              on_step: Callable[[int, dict[str, float]], None] | None, dev: torch.device) -> list[dict[str, float]]:
+    """The sandwich-rule loop of :func:`train_supernet`, with ``net`` already on ``dev`` (batches follow it)."""
     params = dict(net.named_parameters())
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": 0.01},
@@ -93,16 +105,16 @@ def train_supernet(
     )
     schedule = _Schedule(s.steps, s.lr)
     rng = random.Random(s.seed)  # subnet draws
-    batches = epoch_batches(len(train), s.batch_size, s.seed)  # one shuffled pass per epoch
+    batches = epoch_batches(len(train), s.batch_size, s.seed)  # one shuffled pass per epoch (CPU generator: same on every device)
     torch.manual_seed(s.seed)  # dropout
     history: list[dict[str, float]] = []
     net.train()
     for step, idx in zip(range(s.steps), batches):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
-        input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
+        input_ids, attention_mask = (t.to(dev) for t in trim_batch(train.input_ids[idx], train.attention_mask[idx]))  # (B, T)
         optimizer.zero_grad(set_to_none=True)
-        losses = _sandwich_losses(net, rng, s, input_ids, attention_mask, train.labels[idx], teacher_logits[idx])
+        losses = _sandwich_losses(net, rng, s, input_ids, attention_mask, train.labels[idx].to(dev), teacher_logits[idx].to(dev))
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
         losses["total"] = sum(losses.values())
@@ -111,7 +123,6 @@ def train_supernet(
         history.append(losses)
         if on_step is not None:
             on_step(step, losses)
-    net.eval()
     return history
 
 
