@@ -39,7 +39,7 @@ def bin_dir() -> Path | None:
 def why_unavailable() -> str | None:
     """None if a server can be started here, else the reason (for ``pytest.skip``)."""
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401  (SQLAlchemy 2.1's default driver for postgresql://)
     except ImportError:
         return "the PostgreSQL driver is not installed (pip install 'lightnas[postgres]'; make test installs it)"
     if bin_dir() is None or not (bin_dir() / "pg_ctl").exists():
@@ -127,20 +127,16 @@ class PgServer:
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres"):
-        import psycopg2
+        import psycopg
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database,
-                                connect_timeout=10)
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database,
+                               connect_timeout=10)
 
     def create_database(self, name: str) -> str:
         """A new, empty database; returns its URL."""
-        conn = self.connect()
-        try:
+        with self.connect() as conn:
             conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            conn.close()
+            conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def remove(self) -> None:

@@ -22,13 +22,12 @@ tests/test_postgres.py restarts a real server mid-campaign and stops one for lon
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
 from typing import Any, Callable
 
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 
 from nas.errors import NasUserError
 
@@ -86,38 +85,37 @@ def _stderr(message: str) -> None:
     sys.stderr.flush()
 
 
-class ReconnectingStorage(RDBStorage):
-    """``RDBStorage`` whose public calls survive a database restart of up to ``wait_s`` seconds (module docstring)."""
+class _Reconnecting(BaseStorage):
+    """Delegates to Optuna's cached ``RDBStorage``, repeating a call that lost its connection (module docstring).
 
-    def __init__(self, url: str, *, wait_s: float | None = None, warn: Callable[[str], None] = _stderr, **kwargs: Any) -> None:
-        engine_kwargs = {"pool_pre_ping": True, **kwargs.pop("engine_kwargs", {})}
+    Composition, not a subclass: Optuna wraps an ``RDBStorage`` in its trial cache and then calls private
+    methods of it, while a storage that is not an ``RDBStorage`` receives only ``BaseStorage``'s public calls.
+    The cache stays (``optuna.storages.get_storage``), inside: asking stays O(new trials), not O(all trials).
+    """
+
+    def __init__(self, url: str, *, wait_s: float | None = None, warn: Callable[[str], None] = _stderr,
+                 skip_table_creation: bool = False) -> None:
+        from optuna.storages import RDBStorage, get_storage
+
         self.wait_s = wait_seconds() if wait_s is None else wait_s
         self.warn = warn
         self.gave_up = False
-        self.outages = 0  # how many times a call found the database gone (tests and the log read it)
-        super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
+        self.outages = 0  # how many times a call found the database gone (tests read it)
+        self.rdb = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=skip_table_creation)
+        self.inner = get_storage(self.rdb)
 
     def where(self) -> str:
         """host:port/database of the server, never the user or password."""
-        url = self.engine.url
+        url = self.rdb.engine.url
         return f"{url.host or 'localhost'}:{url.port or 'default port'}/{url.database or ''}"
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("warn", None)  # a bound printer need not travel; the copy prints to stderr
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("warn", _stderr)
-        super().__setstate__(state)
-
-    def call_with_retries(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``method``; on a lost connection wait and repeat it until ``wait_s`` is spent, then one clear line."""
+    def call_with_retries(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``inner.<name>``; on a lost connection wait and repeat it until ``wait_s`` is spent, then one line."""
         started = time.monotonic()
         pause, attempt = 0.2, 0
         while True:
             try:
-                result = method(self, *args, **kwargs)
+                result = getattr(self.inner, name)(*args, **kwargs)
             except Exception as exc:
                 if attempt and name == "set_trial_state_values" and self._state_already_told(exc, *args, **kwargs):
                     return True  # the first try committed; only its answer was lost
@@ -148,26 +146,27 @@ class ReconnectingStorage(RDBStorage):
 
         if not isinstance(exc, UpdateFinishedTrialError):
             return False
-        trial = RDBStorage.get_trial(self, trial_id)
+        trial = self.inner.get_trial(trial_id)
         same_values = values is None or (trial.values is not None and list(trial.values) == [float(v) for v in values])
         return trial.state == state and same_values
 
 
 def _retrying(name: str) -> Callable[..., Any]:
-    method = getattr(RDBStorage, name)
+    def call(self: _Reconnecting, *args: Any, **kwargs: Any) -> Any:
+        return self.call_with_retries(name, *args, **kwargs)
 
-    @functools.wraps(method)
-    def call(self: ReconnectingStorage, *args: Any, **kwargs: Any) -> Any:
-        return self.call_with_retries(name, method, *args, **kwargs)
-
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{name}`` of Optuna's storage, repeated while the database reconnects."
     return call
 
 
-# Every public storage call of Optuna's RDBStorage, each one session (one transaction) in Optuna 5.
-for _name in [n for n in dir(RDBStorage) if not n.startswith("_") and callable(getattr(RDBStorage, n))]:
-    if _name not in ("get_heartbeat_interval", "get_failed_trial_callback", "get_heartbeat_stale_trial_callback",
-                     "remove_session", "get_head_version", "get_all_versions"):
-        setattr(ReconnectingStorage, _name, _retrying(_name))
+# Every public call of Optuna's storage interface, each one session (one transaction) of RDBStorage in Optuna 5.
+# Built with type() so the abstract methods are defined when the class is made.
+ReconnectingStorage = type("ReconnectingStorage", (_Reconnecting,), {
+    "__doc__": "A database server's study storage that rides out a restart (see nas/search/postgres.py).",
+    "__module__": __name__,
+    **{n: _retrying(n) for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))},
+})
 
 
 def server_storage(url: str, *, writer: bool = False) -> ReconnectingStorage:

@@ -128,7 +128,7 @@ def check_storage(config: CampaignConfig) -> None:
     except ImportError as exc:
         raise MissingDependencyError(f"storage = '{shown}' needs the database driver {exc.name or dialect.driver}, which is "
                                      "not installed; install it (for PostgreSQL: pip install 'lightnas[postgres]', "
-                                     "which is psycopg2-binary).") from None
+                                     "which is psycopg 3).") from None
 
 
 def open_study(config: CampaignConfig, paths: CampaignPaths, sampler: optuna.samplers.BaseSampler,
