@@ -26,7 +26,10 @@ Three measurements, each a part that can be run alone (results of other parts al
 Expected run time, measured on the 2-vCPU reference machine shared with other jobs (load 12–17): campaigns
 18 min (6 trials in-process, then 6 on 2 Ray workers; on a quiet machine, load 1.5, the superseded
 campaign_scaling.py took 99 s for both), ray 1.5 min, storage 16 min (200 trials × 9 combinations + 60 with
-MLflow; about 1 s per trial on the default SQLite storage, which is disk-bound).
+MLflow; about 1 s per trial on the default SQLite storage, which is disk-bound). server, niced at load 23–55
+(2026-12-07): 26 min for 1,000 trials on SQLite-WAL; PostgreSQL took about 3 s per trial there, so its run was
+capped with ``--server-max-s`` (each storage call is a round trip to the server's process, which waits for a
+CPU on an overloaded machine).
 
 Writes ``benchmarks/results/scaling.json`` and the block between the ``<!-- scaling:begin/end -->``
 markers of ``docs/benchmarks.md``.
