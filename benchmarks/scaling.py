@@ -382,7 +382,9 @@ def part_server(args: argparse.Namespace) -> dict:
                     storage = server_storage(server.create_database("bench"), writer=True)
                 else:
                     storage = sqlite_storage(Path(tmp) / "sqlite-wal.db", writer=True)
+                statements = _count_statements(storage.rdb.engine if kind == "postgres" else storage.engine)
                 row = _storage_run(kind, "nsga2", args.server_trials, False, Path(tmp), storage=storage, max_s=args.server_max_s)
+                row["statements_per_trial"] = round((statements[0] - 2) / row["trials"], 1)  # less the study's creation
                 rows.append(row)
                 print(f"storage {kind:10s} nsga2: {row['trials']} trials at {row['trials_per_s']:.1f} trials/s, "
                       f"{row['ms_first']:.1f} → {row['ms_last']:.1f} ms/trial (load {row['load_start']}→{row['load_end']})", flush=True)
@@ -391,6 +393,19 @@ def part_server(args: argparse.Namespace) -> dict:
             server.remove()
     return {"rows": rows, "postgres_version": version, "nice": os.nice(0),
             "filesystem": _filesystem(Path(args.tmp or tempfile.gettempdir()))}
+
+
+def _count_statements(engine: Any) -> list[int]:
+    """A one-item list counting the SQL statements ``engine`` sends (each one a round trip to a server)."""
+    from sqlalchemy import event
+
+    count = [0]
+
+    def seen(*_args: Any) -> None:
+        count[0] += 1
+
+    event.listen(engine, "before_cursor_execute", seen)
+    return count
 
 
 def _fsync_ms(folder: Path, n: int = 50) -> dict:
@@ -508,11 +523,12 @@ def markdown(result: dict) -> str:
     if server:
         lines += [f"**SQLite-WAL against PostgreSQL** (each opened as a campaign opens it; PostgreSQL {server['postgres_version']} on "
                   f"127.0.0.1 with default settings, fsync on; NSGA-II, no MLflow; nice {server['nice']}):", "",
-                  "| storage | trials | trials / s | ms / trial, first 50 | ms / trial, last 50 | ask ms | tell ms | load |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| storage | trials | trials / s | ms / trial, first 50 | ms / trial, last 50 | ask ms | tell ms | SQL statements / trial | load |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in server["rows"]:
             lines.append(f"| {r['storage']} | {r['trials']} | {r['trials_per_s']:.1f} | {r['ms_first']:.1f} | {r['ms_last']:.1f} | "
-                         f"{r['ask_ms_median']:.1f} | {r['tell_ms_median']:.1f} | {r['load_start']:.1f} → {r['load_end']:.1f} |")
+                         f"{r['ask_ms_median']:.1f} | {r['tell_ms_median']:.1f} | {r.get('statements_per_trial', '–')} | "
+                         f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
         lines.append("")
     proj = result.get("projection") or {}
     if proj:
