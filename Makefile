@@ -6,10 +6,11 @@ NAS     = $(VENV)/bin/nas
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_DIR ?= campaigns/demo
 
-# System packages some features and tests use: a headless browser (report rendering test) and the
-# aarch64 cross compiler (TVM libraries for Arm profiles). Installed once if missing; without them the
-# tests that need them skip and say why.
-SYSDEPS = chromium gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
+# System packages some features and tests use: a headless browser (report rendering test), the
+# aarch64 cross compiler (TVM libraries for Arm profiles) and PostgreSQL (tests/test_postgres.py runs its
+# own server with initdb + pg_ctl in a temporary folder; the package's own cluster is not started or used).
+# Installed once if missing; without them the tests that need them skip and say why.
+SYSDEPS = chromium gcc-aarch64-linux-gnu g++-aarch64-linux-gnu postgresql
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install sysdeps clean bench
@@ -53,7 +54,8 @@ bench: $(STAMP)
 	$(foreach b,$(BENCH_QUICK),$(call bench_one,$(b)))
 
 sysdeps:
-	@if ! command -v chromium >/dev/null || ! command -v aarch64-linux-gnu-g++ >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v aarch64-linux-gnu-g++ >/dev/null \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing system packages: $(SYSDEPS)"; \
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSDEPS) >/dev/null ) \
 	    || echo "warning: could not install $(SYSDEPS); tests that need them will skip"; \

@@ -14,6 +14,9 @@ Three measurements, each a part that can be run alone (results of other parts al
   task that receives the campaign's TrialContext (tokenised splits + teacher logits), passed by value per
   task or ``ray.put`` once and passed by reference, for this campaign's context and for one the size of an
   SST-2 context (67,349 × 64 tokens).
+* ``server`` (not in the default ``--parts``): the same driver loop for ``--server-trials`` (1,000) trials on
+  SQLite-WAL and on PostgreSQL, each opened as a campaign opens it (a local server from tests/pg_server.py,
+  which needs the ``postgresql`` package and ``lightnas[postgres]``): what a cluster's driver can tell.
 * ``storage``: the driver's own per-trial work, exactly as ``nas.search.driver.Driver`` does it
   (``study.ask``, ``space.sample``, candidate attribute, ``_tell`` with a campaign's objectives, constraints
   and user attributes) with simulated results, for hundreds of trials: SQLite file (the default), Optuna's
@@ -23,7 +26,10 @@ Three measurements, each a part that can be run alone (results of other parts al
 Expected run time, measured on the 2-vCPU reference machine shared with other jobs (load 12–17): campaigns
 18 min (6 trials in-process, then 6 on 2 Ray workers; on a quiet machine, load 1.5, the superseded
 campaign_scaling.py took 99 s for both), ray 1.5 min, storage 16 min (200 trials × 9 combinations + 60 with
-MLflow; about 1 s per trial on the default SQLite storage, which is disk-bound).
+MLflow; about 1 s per trial on the default SQLite storage, which is disk-bound). server, niced at load 23–55
+(2026-12-07): 26 min for 1,000 trials on SQLite-WAL; PostgreSQL took about 3 s per trial there, so its run was
+capped with ``--server-max-s`` (each storage call is a round trip to the server's process, which waits for a
+CPU on an overloaded machine).
 
 Writes ``benchmarks/results/scaling.json`` and the block between the ``<!-- scaling:begin/end -->``
 markers of ``docs/benchmarks.md``.
@@ -226,7 +232,8 @@ def _fake_metrics(rng: Any, candidate: Any) -> Any:
     )
 
 
-def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Path) -> dict:
+def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Path, storage: Any = None,
+                 max_s: float | None = None) -> dict:
     import numpy as np
     import optuna
 
@@ -243,7 +250,9 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
     config = CampaignConfig.model_validate({
         "name": "bench-storage", "profiles": ["host", "phone-flagship"], "sampler": sampler, "n_trials": n,
         "storage": "journal" if storage_kind == "journal" else None})
-    if storage_kind == "inmemory":
+    if storage is not None:  # the server part: a storage opened as a campaign opens it
+        pass
+    elif storage_kind == "inmemory":
         storage = optuna.storages.InMemoryStorage()
     elif storage_kind == "sqlite-wal":  # WAL journal, fsync at checkpoints only (campaigns' default since this was measured)
         import sqlite3
@@ -272,6 +281,8 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
     load_start = _load()
     started = time.perf_counter()
     for _ in range(n):  # what the Driver does per trial, with the trial's work replaced by a simulated result
+        if max_s is not None and time.perf_counter() - started > max_s:
+            break  # out of time (--server-max-s): the row says how many trials were done
         t0 = time.perf_counter()
         trial = study.ask()
         candidate = space.sample(trial)
@@ -281,13 +292,17 @@ def _storage_run(storage_kind: str, sampler: str, n: int, mlflow: bool, tmp: Pat
         t2 = time.perf_counter()
         ask_ms.append((t1 - t0) * 1e3)
         tell_ms.append((t2 - t1) * 1e3)
+        if len(ask_ms) % 100 == 0 and n >= 500:  # long runs: show progress
+            print(f"  {storage_kind} {len(ask_ms)}/{n}: {time.perf_counter() - started:.0f} s (load {_load()})", flush=True)
     total = time.perf_counter() - started
     if mlflow:
         tracker.finish()
     per = [a + b for a, b in zip(ask_ms, tell_ms)]
-    k = min(50, n // 2)
-    return {"storage": storage_kind, "sampler": sampler, "mlflow": mlflow, "trials": n,
-            "trials_per_s": round(n / total, 2), "ms_per_trial_median": round(statistics.median(per), 2),
+    done = len(per)
+    k = min(50, done // 2)
+    extra = {"trials_planned": n, "stopped_at_time_limit_s": max_s} if done < n else {}
+    return {"storage": storage_kind, "sampler": sampler, "mlflow": mlflow, "trials": done, **extra,
+            "trials_per_s": round(done / total, 2), "ms_per_trial_median": round(statistics.median(per), 2),
             "ms_first": round(statistics.median(per[:k]), 2), "ms_last": round(statistics.median(per[-k:]), 2),
             "ask_ms_median": round(statistics.median(ask_ms), 2), "tell_ms_median": round(statistics.median(tell_ms), 2),
             "load_start": load_start, "load_end": _load()}
@@ -330,6 +345,67 @@ def part_storage(args: argparse.Namespace, previous: dict | None = None) -> dict
             print(f"storage {storage_kind:8s} {sampler:6s} mlflow={mlflow!s:5s}: {row['trials_per_s']:.1f} trials/s, "
                   f"{row['ms_first']:.1f} → {row['ms_last']:.1f} ms/trial (load {row['load_start']}→{row['load_end']})", flush=True)
     return {"rows": rows, "fsync": fsync, "filesystem": _filesystem(Path(args.tmp or tempfile.gettempdir()))}
+
+
+def part_server(args: argparse.Namespace) -> dict:
+    """SQLite-WAL against PostgreSQL, each opened exactly as a campaign opens it, for ``--server-trials`` trials.
+
+    SQLite: ``nas.search.store.sqlite_storage`` (WAL, ``synchronous=NORMAL``) in a folder on the temporary disk.
+    PostgreSQL: a fresh local server (tests/pg_server.py: initdb + pg_ctl, default settings, ``fsync`` on) over
+    TCP on 127.0.0.1, through ``nas.search.postgres.ReconnectingStorage``. Both run at this process's priority
+    (the server inherits it), NSGA-II, no MLflow: the driver's ask/tell rate with the storage the only change.
+    """
+    import warnings
+
+    import optuna
+
+    from nas.search.postgres import server_storage
+    from nas.search.store import sqlite_storage
+    from tests.pg_server import PgServer, why_unavailable
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    reason = why_unavailable()
+    if reason:
+        raise SystemExit(f"--parts server: {reason}")
+    kinds = args.server_kinds.split(",")
+    rows, server, version = [], PgServer().init() if "postgres" in kinds else None, None
+    try:
+        if server:
+            server.start()
+            with server.connect() as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]
+        with tempfile.TemporaryDirectory(prefix="lightnas-server-", dir=args.tmp) as tmp:
+            for kind in kinds:
+                if kind == "postgres":
+                    storage = server_storage(server.create_database("bench"), writer=True)
+                else:
+                    storage = sqlite_storage(Path(tmp) / "sqlite-wal.db", writer=True)
+                statements = _count_statements(storage.rdb.engine if kind == "postgres" else storage.engine)
+                row = _storage_run(kind, "nsga2", args.server_trials, False, Path(tmp), storage=storage, max_s=args.server_max_s)
+                row["statements_per_trial"] = round((statements[0] - 2) / row["trials"], 1)  # less the study's creation
+                rows.append(row)
+                print(f"storage {kind:10s} nsga2: {row['trials']} trials at {row['trials_per_s']:.1f} trials/s, "
+                      f"{row['ms_first']:.1f} → {row['ms_last']:.1f} ms/trial (load {row['load_start']}→{row['load_end']})", flush=True)
+    finally:
+        if server:
+            server.remove()
+    return {"rows": rows, "postgres_version": version, "nice": os.nice(0),
+            "filesystem": _filesystem(Path(args.tmp or tempfile.gettempdir()))}
+
+
+def _count_statements(engine: Any) -> list[int]:
+    """A one-item list counting the SQL statements ``engine`` sends (each one a round trip to a server)."""
+    from sqlalchemy import event
+
+    count = [0]
+
+    def seen(*_args: Any) -> None:
+        count[0] += 1
+
+    event.listen(engine, "before_cursor_execute", seen)
+    return count
 
 
 def _fsync_ms(folder: Path, n: int = 50) -> dict:
@@ -387,6 +463,11 @@ def projection(result: dict) -> dict:
         proj["workers_to_saturate_driver_nsga2"] = int(worker_trial_s * 1e3 / proj["driver_ms_per_trial_nsga2"])
         if "driver_ms_per_trial_tpe" in proj:
             proj["workers_to_saturate_driver_tpe"] = int(worker_trial_s * 1e3 / proj["driver_ms_per_trial_tpe"])
+    for r in result.get("server", {}).get("rows", []):  # SQLite-WAL vs PostgreSQL at the end of a long study
+        key = r["storage"].replace("-", "_")
+        proj[f"driver_ms_per_trial_{key}_last50_of_{r['trials']}"] = r["ms_last"]
+        if "worker_s_per_trial" in proj:
+            proj[f"workers_to_saturate_driver_{key}"] = int(proj["worker_s_per_trial"] * 1e3 / r["ms_last"])
     big = next((p for p in ray_part.get("payloads", []) if p["payload"].startswith("SST-2")), None)
     if big:
         proj["sst2_context_mb"] = round(big["bytes"] / 2**20, 1)
@@ -438,6 +519,17 @@ def markdown(result: dict) -> str:
                          f"{r['trials_per_s']:.1f} | {r['ms_first']:.1f} | {r['ms_last']:.1f} | {r['ask_ms_median']:.1f} | "
                          f"{r['tell_ms_median']:.1f} | {r['load_start']:.1f} → {r['load_end']:.1f} |")
         lines.append("")
+    server = result.get("server")
+    if server:
+        lines += [f"**SQLite-WAL against PostgreSQL** (each opened as a campaign opens it; PostgreSQL {server['postgres_version']} on "
+                  f"127.0.0.1 with default settings, fsync on; NSGA-II, no MLflow; nice {server['nice']}):", "",
+                  "| storage | trials | trials / s | ms / trial, first 50 | ms / trial, last 50 | ask ms | tell ms | SQL statements / trial | load |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in server["rows"]:
+            lines.append(f"| {r['storage']} | {r['trials']} | {r['trials_per_s']:.1f} | {r['ms_first']:.1f} | {r['ms_last']:.1f} | "
+                         f"{r['ask_ms_median']:.1f} | {r['tell_ms_median']:.1f} | {r.get('statements_per_trial', '–')} | "
+                         f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
+        lines.append("")
     proj = result.get("projection") or {}
     if proj:
         lines.append("Projection inputs (derived from the rows above): " + ", ".join(f"{k} = {v}" for k, v in proj.items()) + ".")
@@ -456,6 +548,10 @@ def main() -> None:
     parser.add_argument("--mlflow-trials", type=int, default=60, help="storage: simulated trials logged to MLflow")
     parser.add_argument("--storage-only", default="", help="storage: rerun only these STORAGE/SAMPLER pairs "
                         "(e.g. sqlite-wal/nsga2) and keep the other rows of --out")
+    parser.add_argument("--server-trials", type=int, default=1000, help="server: simulated trials per storage")
+    parser.add_argument("--server-kinds", default="sqlite-wal,postgres", help="server: storages compared")
+    parser.add_argument("--server-max-s", type=float, default=None, help="server: stop a storage's run after this many "
+                        "seconds (a loaded machine); the row records the trials done")
     parser.add_argument("--tmp", default=None, help="where temporary campaign folders go")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scaling.json")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -468,7 +564,7 @@ def main() -> None:
         parts = args.parts.split(",")
         commands = result.get("commands", {})
         result.update({"date": datetime.date.today().isoformat(), "machine": platform.machine(), "environment": environment()})
-        for name, fn in (("storage", part_storage), ("ray", part_ray), ("campaigns", part_campaigns)):
+        for name, fn in (("storage", part_storage), ("server", part_server), ("ray", part_ray), ("campaigns", part_campaigns)):
             if name in parts:
                 result[name] = part_storage(args, result.get("storage")) if name == "storage" else fn(args)
                 command = "benchmarks/scaling.py " + " ".join(sys.argv[1:])

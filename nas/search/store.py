@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 def make_storage(config: CampaignConfig, paths: CampaignPaths, *, writer: bool = False) -> Any:
     """The study's storage: SQLite in the folder (default), Optuna's journal file, or a database URL.
 
+    A server URL (PostgreSQL, MySQL) gets :class:`nas.search.postgres.ReconnectingStorage`, which waits out a
+    server restart and otherwise stops with one line.
+
     ``writer``: the campaign's driver, which creates the SQLite file; everyone else (status, reports,
     select) only opens it, so a reader polling a starting campaign never races the driver to create it.
     """
@@ -35,7 +38,11 @@ def make_storage(config: CampaignConfig, paths: CampaignPaths, *, writer: bool =
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(str(paths.journal)))
-    return config.storage
+    if config.storage.startswith("sqlite"):
+        return config.storage
+    from nas.search.postgres import server_storage  # rides out a server restart (nas/search/postgres.py)
+
+    return server_storage(config.storage, writer=writer)
 
 
 def sqlite_storage(path: Path, *, writer: bool = False) -> Any:
@@ -120,7 +127,8 @@ def check_storage(config: CampaignConfig) -> None:
         dialect.import_dbapi()
     except ImportError as exc:
         raise MissingDependencyError(f"storage = '{shown}' needs the database driver {exc.name or dialect.driver}, which is "
-                                     "not installed; install it (for PostgreSQL: pip install psycopg2-binary).") from None
+                                     "not installed; install it (for PostgreSQL: pip install 'lightnas[postgres]', "
+                                     "which is psycopg 3).") from None
 
 
 def open_study(config: CampaignConfig, paths: CampaignPaths, sampler: optuna.samplers.BaseSampler,
