@@ -78,3 +78,21 @@ def test_a_budget_campaign_promotes_feasible_trials_over_its_latency_budget():
     numbers = [t.number for t in chosen]
     assert len(numbers) == 4 and set(numbers) <= feasible
     assert max(_width(n) for n in numbers) >= 128 and min(_width(n) for n in numbers) == 64
+
+
+def test_rank_fidelity_reports_the_top_quarter_apart_from_the_whole():
+    """benchmarks/supernet_fidelity.py's τ among the top 25 % by stand-alone accuracy: a supernet that sorts good
+    from bad (high τ overall) but scrambles the best few (τ < 0 there) is told apart."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "supernet_fidelity.py"
+    spec = importlib.util.spec_from_file_location("supernet_fidelity_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trained = [0.50 + 0.01 * i for i in range(16)]
+    scores = list(trained[:12]) + [0.70, 0.69, 0.68, 0.67]  # the top 4 in reverse order
+    result = bench.rank_fidelity(scores, trained)
+    assert result["n_top"] == 4 and result["top_share"] == 0.25
+    assert result["kendall_tau"] > 0.8 and result["kendall_tau_top"] == -1.0
+    assert bench.rank_fidelity(trained, trained)["kendall_tau_top"] == 1.0
