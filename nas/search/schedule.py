@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from nas.search.record import records
+from nas.search.record import TrialRecord, records
 from nas.search.tell import Job, objective_values
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class SupernetPromotion(Scheduler):
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
         already = {t.user_attrs["promoted_from"] for t in finished if "promoted_from" in t.user_attrs}
         inherited = [t for t in finished if t.state == TrialState.COMPLETE and t.user_attrs.get("fidelity") == "supernet"
-                     and t.user_attrs.get("feasible", True)]
+                     and t.user_attrs.get("feasible", True) and not TrialRecord.from_trial(t).is_repeat]
         profile = promotion_profile(self.config)
         points = [(t.number, *_accuracy_latency(t, profile)) for t in inherited]
         picked = spread_promotions([p for p in points if p[2] is not None], self.config.fidelity.promote_top)
