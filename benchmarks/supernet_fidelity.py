@@ -55,7 +55,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LIGHTNAS_CACHE") or Path.home() / ".cache" / "lightnas")
 
 
-def load_context(threads: int, steps: int):
+def load_context(threads: int, steps: int, task_spec: dict | None = None, n_validation: int = N_VALIDATION):
     """Tokenised SST-2, the cached teacher and the TrialContext the campaign would build."""
     from nas.data.loaders import TaskConfig, load_task
     from nas.data.tokenize import tokenize_task
@@ -64,9 +64,9 @@ def load_context(threads: int, steps: int):
     from nas.search.objective import LatencySettings, TrialContext
     from nas.train import TrainSettings
 
-    task = load_task(TaskConfig(**TASK))
+    task = load_task(TaskConfig(**(task_spec or TASK)))
     data = tokenize_task(task, load_tokenizer(), SEQ_LEN)
-    validation = held_out_validation(task, N_VALIDATION)
+    validation = held_out_validation(task, n_validation)
     t0 = time.perf_counter()
     teacher = prepare_teacher(data, TeacherSettings(epochs=1, threads=2), cache_dir(), progress=False)
     print(f"teacher: {'cached' if teacher.from_cache else 'fine-tuned'} in {time.perf_counter() - t0:.0f} s, "
@@ -146,6 +146,9 @@ def main() -> None:
                              "the first is the headline")
     parser.add_argument("--recovery-steps", default="0,20",
                         help="fine-tune steps after slicing (inherited path), comma-separated; the first is the headline")
+    parser.add_argument("--train-examples", type=int, default=4000,
+                        help="SST-2 train rows (a smoke run: e.g. 300; the teacher is fine-tuned on them unless cached)")
+    parser.add_argument("--validation-examples", type=int, default=N_VALIDATION, help="held-out rows scoring every candidate")
     parser.add_argument("--wait-s", type=float, default=0, help="wait this long for stand-alone rows another process writes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "supernet_fidelity.json")
@@ -153,7 +156,8 @@ def main() -> None:
 
     wall_start = time.perf_counter()
     torch.set_num_threads(args.threads)
-    ctx, teacher = load_context(args.threads, args.steps)
+    task_spec = {**TASK, "max_train_examples": args.train_examples}  # 4,000 (the default): the cached teacher's data
+    ctx, teacher = load_context(args.threads, args.steps, task_spec, args.validation_examples)
     candidates = sample_candidates(args.candidates)
     work = cache_dir() / "bench-supernet-fidelity"
     work.mkdir(parents=True, exist_ok=True)
@@ -304,8 +308,9 @@ def run_supernet(args, ctx, teacher, candidates: list, standalone_path: Path, wa
     result = {
         "benchmark": "supernet_fidelity",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "task": TASK, "n_train": len(ctx.train), "n_validation": len(ctx.validation),
-        "validation": f"{N_VALIDATION} held-out train.tsv sentences (seed 1), disjoint in text from the 4,000",
+        "task": {**TASK, "max_train_examples": args.train_examples}, "n_train": len(ctx.train), "n_validation": len(ctx.validation),
+        "validation": f"{len(ctx.validation)} held-out train.tsv sentences (seed 1), disjoint in text from the "
+                      f"{args.train_examples:,}",
         "teacher_carved_validation_accuracy": teacher.validation_accuracy,
         "standalone_budget": {"distil_steps": args.steps, "batch_size": 32, "lr": 3e-4, "seq_len": SEQ_LEN,
                               "pruning_recovery_steps": args.steps // 4, "path": "nas.search.objective.train_candidate"},
