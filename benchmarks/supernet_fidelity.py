@@ -186,17 +186,18 @@ def rank_fidelity(scores: list[float], trained: list[float], top_share: float = 
 
     from scipy import stats
 
-    def tau(xs: list[float], ys: list[float]) -> tuple[float, float]:
-        t = stats.kendalltau(xs, ys)
-        return round(float(t.statistic), 4), float(t.pvalue)
+    def tau(xs: list[float], ys: list[float]) -> tuple[float | None, float | None]:
+        t = stats.kendalltau(xs, ys)  # NaN where one side is constant (all tied): None in the JSON
+        return (None, None) if math.isnan(t.statistic) else (round(float(t.statistic), 4), float(t.pvalue))
 
     tau_all, p_all = tau(scores, trained)
     rho = stats.spearmanr(scores, trained)
     n_top = min(len(trained), max(4, math.ceil(top_share * len(trained))))
     top = sorted(range(len(trained)), key=lambda i: -trained[i])[:n_top]
     tau_top, p_top = tau([scores[i] for i in top], [trained[i] for i in top])
-    return {"kendall_tau": tau_all, "kendall_p": p_all, "spearman_rho": round(float(rho.statistic), 4),
-            "spearman_p": float(rho.pvalue), "kendall_tau_top": tau_top, "kendall_p_top": p_top,
+    rho_ok = not math.isnan(rho.statistic)
+    return {"kendall_tau": tau_all, "kendall_p": p_all, "spearman_rho": round(float(rho.statistic), 4) if rho_ok else None,
+            "spearman_p": float(rho.pvalue) if rho_ok else None, "kendall_tau_top": tau_top, "kendall_p_top": p_top,
             "n_top": n_top, "top_share": top_share}
 
 
@@ -340,6 +341,10 @@ def run_supernet(args, ctx, teacher, candidates: list, standalone_path: Path, wa
     print_summary(result, candidates, standalone, paired_idx, recovery_values, args)
 
 
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "n/a (all tied)" if value is None else format(value, fmt)
+
+
 def print_summary(result: dict, candidates: list, standalone: dict, paired_idx: list[int], recovery_values: list[int],
                   args) -> None:
     """The per-candidate table (headline supernet) and one line of rank fidelity per supernet and recovery budget."""
@@ -353,9 +358,9 @@ def print_summary(result: dict, candidates: list, standalone: dict, paired_idx: 
     print()
     for steps, entry in result["by_supernet_steps"].items():
         for r, run in entry["inherited"].items():
-            print(f"supernet {steps} steps, {r} recovery steps: n = {len(paired_idx)}, Kendall tau {run['kendall_tau']:.3f} "
-                  f"(p {run['kendall_p']:.2g}), top {run['n_top']} by stand-alone tau {run['kendall_tau_top']:.3f} "
-                  f"(p {run['kendall_p_top']:.2g}), Spearman rho {run['spearman_rho']:.3f}; "
+            print(f"supernet {steps} steps, {r} recovery steps: n = {len(paired_idx)}, Kendall tau {_num(run['kendall_tau'])} "
+                  f"(p {_num(run['kendall_p'], '.2g')}), top {run['n_top']} by stand-alone tau {_num(run['kendall_tau_top'])} "
+                  f"(p {_num(run['kendall_p_top'], '.2g')}), Spearman rho {_num(run['spearman_rho'])}; "
                   f"{run['evaluations_per_hour']} evaluations/hour ({run['seconds_per_candidate_mean']:.1f} s each)")
     print(f"stand-alone ({args.steps} steps): {result['evaluations_per_hour']['standalone_train_only']} evaluations/hour "
           f"(train + compress + accuracy only; a campaign trial adds TVM compile and timing)")
