@@ -106,7 +106,8 @@ class FidelityConfig(_Strict):
     With ``scorer: supernet``, a weight-sharing supernet is trained once per task (``supernet_steps``,
     cached) and every trial is scored by slicing its weights out of it (``recovery_steps`` of fine-tuning,
     then the candidate's compression; latency estimated by the predictor): seconds per trial instead of
-    minutes. At the end the best ``promote_top`` non-dominated trials are re-run as new stand-alone trials
+    minutes. At the end ``promote_top`` feasible inherited trials, spread over the latency range (the most
+    accurate of each latency bin: nas.search.schedule.spread_promotions), are re-run as new stand-alone trials
     (fidelity ``standalone``); ``pareto.json`` then holds only those. See docs/supernet.md.
     """
 
