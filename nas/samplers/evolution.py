@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.samplers.fronts import crowding, front_gain, nondominated_ranks
-from nas.samplers.structure import Structure
+from nas.samplers.structure import Structure, complete
 from nas.samplers.surrogate import Encoder, GaussianProcess
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
         parents = self._parents(done, losses, violation)
         seen = {_key(t.params) for t in [*done, *running]}
         self._structure = Structure.learn([t.params for t in done])
+        self._distributions = {n: d for t in done for n, d in t.distributions.items()}
         children = self._breed(parents, seen)
         if not children:
             return {}
@@ -136,7 +137,7 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
         children, keys = [], set(seen)
         for _ in range(self.n_children * 4):
             a, b = self._tournament(parents), self._tournament(parents)
-            child = self._structure.prune(self._mutate(self._crossover(a, b), a))
+            child = complete(self._structure, self._mutate(self._crossover(a, b), a), lambda n: self._fill(n, parents))
             key = _key(child)
             if key not in keys:
                 keys.add(key)
@@ -144,6 +145,14 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
             if len(children) >= self.n_children:
                 break
         return children
+
+    def _fill(self, name: str, parents: list[_Parent]) -> Any:
+        """A value for a parameter a child lacks: a random parent's that has it, else a draw from its distribution."""
+        donors = [p for p in parents if name in p.params]
+        if donors:
+            return self._rng.choice(donors).params[name]
+        dist = self._distributions.get(name)
+        return mutate_value(dist, None, self._rng, uniform=True) if dist is not None else None
 
     def _tournament(self, parents: list[_Parent]) -> _Parent:
         a, b = self._rng.choice(parents), self._rng.choice(parents)
@@ -222,8 +231,9 @@ def fits(distribution: BaseDistribution, value: Any) -> bool:
     return False
 
 
-def mutate_value(distribution: BaseDistribution, value: Any, rng: random.Random) -> Any:
-    """A new value: a grid neighbour half of the time for ordered parameters, else uniform over the distribution."""
+def mutate_value(distribution: BaseDistribution, value: Any, rng: random.Random, uniform: bool = False) -> Any:
+    """A new value: a grid neighbour half of the time for ordered parameters (never with ``uniform``), else a
+    uniform draw over the distribution."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(distribution, CategoricalDistribution):
@@ -233,8 +243,8 @@ def mutate_value(distribution: BaseDistribution, value: Any, rng: random.Random)
     if isinstance(distribution, IntDistribution) or (isinstance(distribution, FloatDistribution) and distribution.step):
         step = distribution.step
         n = int(round((high - low) / step))
-        index = int(round((value - low) / step))
-        new = index + rng.choice((-1, 1)) if rng.random() < 0.5 else rng.randint(0, n)
+        index = 0 if value is None else int(round((value - low) / step))
+        new = rng.randint(0, n) if uniform or rng.random() < 0.5 else index + rng.choice((-1, 1))
         new = min(max(new, 0), n)
         out = low + new * step
         return int(out) if isinstance(distribution, IntDistribution) else round(float(out), 10)

@@ -45,16 +45,42 @@ class Structure:
         return out
 
 
+def complete(structure: Structure, child: dict[str, Any], fill: Any) -> dict[str, Any]:
+    """``child`` pruned, with every parameter its values switch on but it lacks set by ``fill(name)`` (None: left
+    to the sampler's random fallback); repeated, since a filled type can switch on its own settings."""
+    out = structure.prune(child)
+    for _ in range(len(structure.rules) + 1):
+        missing = [name for name, (controller, values) in structure.rules.items()
+                   if name not in out and controller in out and _hashable(out[controller]) in values]
+        filled = {name: value for name in missing if (value := fill(name)) is not None}
+        if not filled:
+            break
+        out = structure.prune({**out, **filled})
+    return out
+
+
 def _controller(name: str, names: list[str], with_it: list[dict[str, Any]],
                 without: list[dict[str, Any]]) -> tuple[str, frozenset] | None:
-    """A parameter present in every trial that has ``name`` whose values there never occur in the trials without it."""
+    """The parameter whose values tell apart the trials that have ``name`` from those that do not.
+
+    A candidate controller is present in every trial that has ``name``, and its values there (the "on" set) never
+    occur in a trial without ``name``. Coincidences are common in a few dozen trials (a fine-grained float takes a
+    different value in every trial, so any split of them looks exact); so each "on" value must be seen at least
+    twice on average, and among the candidates the one with the smallest share of its observed values "on" wins:
+    ``layer1.type = conv`` over ``n_layers`` for ``layer1.conv.kernel_size``.
+    """
+    best, best_share = None, 2.0
     for other in names:
         if other == name or not all(other in p for p in with_it):
             continue
         on = frozenset(_hashable(p[other]) for p in with_it)
-        if not any(other in p and _hashable(p[other]) in on for p in without):
-            return other, on
-    return None
+        seen = on | {_hashable(p[other]) for p in without if other in p}
+        if len(with_it) < 2 * len(on) or any(other in p and _hashable(p[other]) in on for p in without):
+            continue
+        share = len(on) / len(seen)
+        if share < best_share:
+            best, best_share = (other, on), share
+    return best
 
 
 def _hashable(value: Any) -> Any:
