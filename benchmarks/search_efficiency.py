@@ -57,12 +57,17 @@ OUT = REPO / "benchmarks" / "results" / "search_efficiency.json"
 
 def campaign_dict(args: argparse.Namespace, sampler: str, n_trials: int, seed: int = 0) -> dict:
     """The campaign every measurement uses (the throughput run as it is; the efficiency runs for its context)."""
+    if args.task == "sample":  # a smoke run: the bundled sample task and the tests' teacher, sequence length 32
+        task, teacher, seq_len = {"source": "sample", "max_train_examples": 600}, {"max_steps": 60, "batch_size": 32}, 32
+    else:
+        task = {"name": "sst2", "source": str(SST2), "train": "train.tsv", "test": "dev.tsv",
+                "validation_size": args.validation_size, "max_train_examples": 4000}
+        teacher, seq_len = {"epochs": 1, "threads": 1}, 64
     return {
         "name": f"bench-eff-{sampler}-{seed}",
-        "task": {"name": "sst2", "source": str(SST2), "train": "train.tsv", "test": "dev.tsv",
-                 "validation_size": args.validation_size, "max_train_examples": 4000},
-        "teacher": {"epochs": 1, "threads": 1},
-        "max_seq_len": 64,
+        "task": task,
+        "teacher": teacher,
+        "max_seq_len": seq_len,
         "space": args.space,
         "profiles": [args.profile],
         "objectives": [{"metric": "accuracy", "direction": "maximize"},
@@ -355,6 +360,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200, help="N: trials per (sampler, seed)")
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
+    parser.add_argument("--task", choices=("sst2", "sample"), default="sst2",
+                        help="sample: a smoke run on the bundled sample task (its own validation split)")
     parser.add_argument("--validation-size", type=int, default=5000)
     parser.add_argument("--supernet-steps", type=int, default=200)
     parser.add_argument("--space", default="default")
@@ -390,7 +397,7 @@ def main() -> None:
 
 
 def _start(args: argparse.Namespace) -> dict:
-    settings = {"n_trials": args.trials, "validation_size": args.validation_size, "supernet_steps": args.supernet_steps,
+    settings = {"task": args.task, "n_trials": args.trials, "validation_size": args.validation_size, "supernet_steps": args.supernet_steps,
                 "space": args.space, "profile": args.profile}
     result = {"date": datetime.date.today().isoformat(), "environment": environment(),
               "command": "benchmarks/search_efficiency.py " + " ".join(sys.argv[1:]), **settings,

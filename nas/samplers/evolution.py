@@ -6,11 +6,11 @@ score (supernet accuracy + predictor latency, seconds), so the evolution adds on
 
 1. **Parents**: the ``population_size`` best finished trials, by constraint violation, non-dominated rank and
    crowding distance (NSGA-II's order).
-2. **Children**: ``n_children`` (default 256) by binary tournament, uniform crossover and mutation
+2. **Children**: ``n_children`` (default 64) by binary tournament, uniform crossover and mutation
    (each parameter resampled with probability 1/#parameters, at least one), duplicates of evaluated points dropped.
 3. **Screen**: a Gaussian-process surrogate per objective (:mod:`nas.samplers.surrogate`), fitted on the
    finished trials, predicts every child; the child whose optimistic prediction (mean − ``kappa``·std, on
-   losses) adds the most hypervolume to the current front is the one the trial runs. Screening 256 children
+   losses) adds the most hypervolume to the current front is the one the trial runs. Screening 64 children
    costs milliseconds, so the study spends its real evaluations only where the surrogate expects progress.
 
 Until ``n_startup_trials`` trials have finished it samples at random. The sampler is stateless between trials
@@ -58,7 +58,7 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
     """
 
     def __init__(self, *, seed: int | None = None, population_size: int = 20, n_startup_trials: int = 10,
-                 n_children: int = 256, kappa: float = 0.3, top_k: int = 1,
+                 n_children: int = 64, kappa: float = 0.3, top_k: int = 1,
                  constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None) -> None:
         import optuna
 
