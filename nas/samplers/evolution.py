@@ -113,7 +113,8 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
         children = self._breed(parents, seen)
         if not children:
             return {}
-        return children[self._screen(done, losses, violation, children)]
+        keep = self._order[:MAX_FIT]  # the best-ranked: where the front is, and an O(n³) fit that stays milliseconds
+        return children[self._screen([done[i] for i in keep], losses[keep], violation[keep], children)]
 
     def _violation(self, trial: FrozenTrial) -> float:
         if self._constraints_func is None:
@@ -125,6 +126,7 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
         ranks = nondominated_ranks(losses)
         spread = crowding(losses, ranks)
         order = sorted(range(len(done)), key=lambda i: (violation[i], ranks[i], -spread[i]))
+        self._order = order
         self._rank = {done[i].number: (violation[i], ranks[i], -spread[i]) for i in order}
         return [_Parent(done[i].params, done[i].distributions, self._rank_of(done[i].number))
                 for i in order[: self.population_size]]
@@ -193,6 +195,7 @@ class EvolutionSampler(_base()):  # type: ignore[misc]
 
 
 _MISSING = object()
+MAX_FIT = 300  # trials the surrogate is fitted on, at most
 
 
 class _Parent:
