@@ -31,7 +31,7 @@ SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
 
 # The campaign default (CampaignConfig.sampler): the sampler that measured best in
 # benchmarks/search_efficiency.py (docs/samplers.md says by how much).
-DEFAULT_SAMPLER = "tpe"
+DEFAULT_SAMPLER = "evolution"
 
 
 def population_for(n_trials: int | None) -> int:
