@@ -19,7 +19,8 @@ from nas.samplers import build_sampler
 from nas.search.space import load_space
 from sampler_problems import TINY_SPACE, hv_curve, run, trials_to_reach, true_front_hv
 
-SEARCHERS = ["nsga2", "tpe", "gp", "evolution"]
+# GP fits a PyTorch Gaussian process every ask: 3-6 min for these tests at load 30-45, so it runs with -m slow
+SEARCHERS = ["nsga2", "tpe", pytest.param("gp", marks=pytest.mark.slow), "evolution"]
 REPO = Path(__file__).resolve().parents[1]
 
 
