@@ -380,6 +380,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         result = json.loads(args.out.read_text())
+        if "summary" not in result:
+            sys.exit(f"{args.out} holds no measured runs ({result.get('status', 'no summary')}); run the benchmark first")
         if not args.no_docs:
             write_docs_block(args.docs, "search-efficiency", markdown(result), "## Search efficiency")
         print(markdown(result))
