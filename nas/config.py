@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from nas.data.loaders import TaskConfig
 from nas.models.teacher import TeacherSettings
-from nas.samplers import SAMPLERS
+from nas.samplers import DEFAULT_SAMPLER, SAMPLERS
 from nas.yamlio import load_model, read_yaml
 
 METRICS = ("accuracy", "latency_ms", "size_bytes", "flash_bytes", "peak_memory_bytes")
@@ -200,7 +200,7 @@ class CampaignConfig(_Strict):
         min_length=1,
     )
     constraints: list[ConstraintConfig] = Field(default_factory=list)
-    sampler: str = "nsga2"  # a name registered in nas.samplers.SAMPLERS
+    sampler: str = DEFAULT_SAMPLER  # a name registered in nas.samplers.SAMPLERS (docs/samplers.md: why this default)
     # Optuna storage: None = SQLite in the campaign folder (one writer: the driver); "journal" = Optuna's
     # journal file in the folder (NFS-friendly); or a URL such as postgresql://user:pw@host/db for clusters.
     storage: str | None = None

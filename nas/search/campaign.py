@@ -66,15 +66,15 @@ class CampaignResult:
     wall_s: float
 
 
-def make_sampler(name: str, seed: int, constrained: bool = False) -> optuna.samplers.BaseSampler:
-    """The campaign's Optuna sampler, from :data:`nas.samplers.SAMPLERS` (NSGA-II by default).
+def make_sampler(name: str, seed: int, constrained: bool = False, n_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """The campaign's Optuna sampler, from :data:`nas.samplers.SAMPLERS`, sized to the budget ``n_trials``.
 
     Constraint values are set on each trial before it is told (``trial.set_constraint``); samplers that
     support constraints read them back through ``constraints_func``.
     """
     from nas.search.optuna_private import stored_constraints
 
-    return build_sampler(name, seed, stored_constraints if constrained else None)
+    return build_sampler(name, seed, stored_constraints if constrained else None, n_trials=n_trials)
 
 
 def make_executor(config: CampaignConfig, ray_address: str | None = None) -> Executor:
@@ -224,12 +224,12 @@ def _prepare_study(config: CampaignConfig, paths: CampaignPaths, space: Any, sta
     constrained = bool(config.constraints) or any(p != "host" for p in config.search_profiles())
     if resume and config.storage is None and (paths.root / STUDY_FILE).is_file():
         check_study_file(paths.root / STUDY_FILE, config.name)  # lost results are said, not restarted over
-    study = open_study(config, paths, make_sampler(config.sampler, config.seed, constrained=constrained), resume)
+    study = open_study(config, paths, make_sampler(config.sampler, config.seed, constrained, config.n_trials), resume)
     started["study"] = study
     if resume and study.trials:
         # A sampler rebuilt with the same seed would replay its first proposals (NSGA-II's first generation is
         # seeded random sampling), which are all finished: continue from a seed this study has not used.
-        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), constrained=constrained)
+        study.sampler = make_sampler(config.sampler, config.seed + len(study.trials), constrained, config.n_trials)
     with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2, and stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([o.name for o in config.objectives])
