@@ -104,6 +104,8 @@ def warnings_on_one_line(out: Output) -> None:
         out.warn(str(message))
 
     warnings.showwarning = show
+    # MLflow's SQLAlchemy store configures a deprecated loader at every open: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
 
 
 def _print_error(out: Output, message: str) -> None:
