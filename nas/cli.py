@@ -47,6 +47,7 @@ app.command(epilog=tuning.CALIBRATE_EXAMPLES)(tuning.calibrate)
 def main() -> None:
     """Entry point of the ``nas`` console script: map known errors to exit codes."""
     out = Output()
+    warnings_on_one_line(out)
     try:
         # Without standalone mode, typer turns Ctrl-C into Exit(130) and *returns* that code: pass it on,
         # or `nas search && nas select` would carry on after an interrupted search.
@@ -92,6 +93,19 @@ def main() -> None:
             raise
         _print_error(out, "no space left on the device; free some space and run the command again.")
         sys.exit(1)
+
+
+def warnings_on_one_line(out: Output) -> None:
+    """Python warnings (a stale latency calibration, a library's deprecation) as one ``warning:`` line each,
+    without the file name and source line Python adds, which read as a crash to a user."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001 - warnings' signature
+        out.warn(str(message))
+
+    warnings.showwarning = show
+    # MLflow's SQLAlchemy store configures a deprecated loader at every open: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
 
 
 def _print_error(out: Output, message: str) -> None:

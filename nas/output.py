@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 
 class Output:
@@ -24,19 +25,24 @@ class Output:
         self.stdout = Console(soft_wrap=True)
         self.stderr = Console(stderr=True, soft_wrap=True)
 
+    # Text is printed verbatim (markup and emoji codes off): messages carry the user's own paths and values,
+    # and rich would read a folder named ``[/x]`` as a closing tag (MarkupError) or ``:x:`` as an emoji.
     def result(self, renderable: Any) -> None:
-        """A command's result (stdout)."""
-        self.stdout.print(renderable)
+        """A command's result (stdout): a string verbatim (JSON stays JSON), or a rich renderable (tables)."""
+        if isinstance(renderable, str):
+            self.stdout.print(renderable, markup=False, emoji=False)
+        else:
+            self.stdout.print(renderable)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(message)
+            self.stderr.print(message, markup=False, emoji=False)
 
     def warn(self, message: str) -> None:
-        self.stderr.print(f"[yellow]warning:[/] {message}")
+        self.stderr.print(Text.assemble(("warning:", "yellow"), " ", message), emoji=False)
 
     def error(self, message: str) -> None:
-        self.stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+        self.stderr.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, emoji=False)
 
     def progress(self, *columns: Any, **kwargs: Any):
         """A rich Progress on stderr, disabled when quiet."""

@@ -23,6 +23,8 @@ ModelT = TypeVar("ModelT", bound="BaseModel")
 def read_yaml(path: Path) -> dict:
     """The mapping at the top of a YAML file; a missing file, bad syntax or non-mapping is a user error."""
     path = Path(path)
+    if path.is_dir():
+        raise NasUserError(f"{path} is a folder, not a file; give the path of the .yaml file.")
     if not path.is_file():
         raise NasUserError(f"{path}: file not found; check the path.")
     try:
@@ -36,8 +38,8 @@ def read_yaml(path: Path) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise NasUserError(f"{path}: YAML syntax error{where}: {problem}.") from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty file is a wrong or unsaved file, not "all defaults"
+        raise NasUserError(f"{path}: the file is empty (no keys, or comments only); write its settings into it.")
     if not isinstance(data, dict):
         raise NasUserError(f"{path}: expected a mapping of keys to values at the top, got {type(data).__name__}.")
     return data

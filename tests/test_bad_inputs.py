@@ -201,6 +201,23 @@ def _campaign_over(text: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+
+def _cache_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "cache").write_text("not a folder")
+    os.environ["LIGHTNAS_CACHE"] = str(tmp / "cache")  # restored by the test's monkeypatch (it saved the old value)
+    return _campaign(tmp)
+
+
+def _bench_empty_onnx(tmp: Path) -> list[str]:
+    (tmp / "model.onnx").write_bytes(b"")
+    return ["bench", str(tmp / "model.onnx"), "--profiles", "host"]
+
+
+def _bench_twice(tmp: Path) -> list[str]:
+    (tmp / "model.onnx").write_bytes(b"")
+    return ["bench", str(tmp / "model.onnx"), "--profiles", "host,host"]
+
+
 GOOD_SPACE = (Path(__file__).parents[1] / "search_spaces" / "default.yaml").read_text()
 ROWS = "".join(f"{w}\t{y}\n" for w, y in [("good", 1), ("bad", 0)] * 4)  # 8 valid TSV rows, both classes
 
@@ -304,6 +321,40 @@ CASES = [
     # nas bench
     Case("bench of CAMPAIGN:abc", _bench_bad_trial, "'abc' is not a trial number"),
     Case("bench of x:abc is printed verbatim", lambda t: ["bench", "x:abc", "--profiles", "host"], "x:abc: no such file"),
+    # found by trying the tool as a new user would (beyond issue #21's list)
+    Case("an empty campaign file", _raw_campaign(""), "is empty"),
+    Case("a campaign file of comments only", _raw_campaign("# n_trials: 3\n"), "is empty"),
+    Case("a folder as the campaign file", lambda t: ["search", "--config", str(t), "--out", str(t / "out")], "is a folder, not a file"),
+    Case("a campaign folder named like a closing style tag", lambda t: ["status", str(t / "[/x]")], "[/x]"),
+    Case("a data file named like emoji codes", lambda t: _campaign(t, task={"source": str(t / ":x: [/b].tsv")}), ":x: [/b].tsv"),
+    Case("labels that are floats", _with_file("train.tsv", "sentence\tlabel\n" + ROWS.replace("\t1", "\t1.5")), "label"),
+    Case("negative labels", _with_file("train.tsv", "sentence\tlabel\n" + ROWS.replace("\t0", "\t-1")), "label"),
+    Case("an empty label cell", _with_file("train.tsv", "sentence\tlabel\n" + ROWS + "so so\t\n"), "label"),
+    Case("a JSONL line that is not JSON", _with_file("train.jsonl", '{"sentence": "a", "label": 0}\n{oops\n'), "line 2 is not valid JSON"),
+    Case("a gzipped data file", _with_file("train.tsv.gz", b"\x1f\x8b\x08\x00junk"), "train.tsv.gz"),
+    Case("a data folder without a train file", lambda t: (t / "d").mkdir() or _campaign(t, task={"source": str(t / "d")}), "train"),
+    Case("validation fraction of 1", lambda t: _campaign(t, task={"validation_fraction": 1.0}), "validation_fraction"),
+    Case("zero training examples", lambda t: _campaign(t, task={"max_train_examples": 0}), "max_train_examples"),
+    Case("no profiles", _raw_campaign("profiles: []\n"), "profiles"),
+    Case("no objectives", _raw_campaign("objectives: []\n"), "objectives"),
+    Case("the same objective twice",
+         _raw_campaign("objectives: [{metric: accuracy, direction: maximize}, {metric: accuracy, direction: maximize}]\n"), "objectives repeat a metric"),
+    Case("a constraint on an unknown metric", _raw_campaign("constraints: [{metric: speed, max: 1}]\n"), "speed"),
+    Case("a learning rate of 0", _raw_campaign("fidelity: {lr: 0}\n"), "fidelity.lr = 0"),
+    Case("a batch size of 0", _raw_campaign("fidelity: {batch_size: 0}\n"), "fidelity.batch_size = 0"),
+    Case("a sequence longer than the teacher takes", _raw_campaign("max_seq_len: 100000\n"), "max_seq_len"),
+    Case("a space file that is a folder", lambda t: (t / "sp.yaml").mkdir() or _campaign(t, space=str(t / "sp.yaml")), "is a folder"),
+    Case("a missing space file", lambda t: _campaign(t, space=str(t / "nope.yaml")), "nope.yaml"),
+    Case("a name with a slash", _raw_campaign("name: ../evil\n"), "name = '../evil' is invalid"),
+    Case("a cache path that is a file", _cache_is_a_file, "cannot write the teacher cache"),
+    Case("select for a profile the campaign lacks", lambda t: ["select", str(_campaign_folder(t, trials=1)), "--profile", "rpi4"], "not a profile of campaign"),
+    Case("select with a negative latency limit", lambda t: ["select", str(_campaign_folder(t, trials=1)), "--profile", "host", "--max-latency-ms", "-3"], "must be positive"),
+    Case("bench of a trial that does not exist", lambda t: ["bench", f"{_campaign_folder(t, trials=1)}:99", "-p", "host"], "has no trial 99"),
+    Case("bench of a negative trial number", lambda t: ["bench", f"{_campaign_folder(t, trials=1)}:-1", "-p", "host"], "trial"),
+    Case("bench of an empty .onnx file", _bench_empty_onnx, "is empty"),
+    Case("bench with a profile listed twice", _bench_twice, "listed twice"),
+    Case("report of a folder without a campaign", _no_campaign("report"), "no campaign here"),
+    Case("status --json of a corrupt study.db", lambda t: _with_study_file(b"garbage" * 100)(t) + ["--json"], "not a readable SQLite database"),
     # the command line itself
     Case("bad option value", lambda t: ["search", "--n-trials", "zero"], "Invalid value", code=2),
     Case("unknown command", lambda t: ["serch"], "No such command", code=2),
@@ -331,6 +382,7 @@ def _no_stale_log_handlers():
 def test_bad_input_gets_one_clear_line(case: Case, tmp_path: Path, nas_cli, monkeypatch) -> None:
     monkeypatch.delenv("NAS_DEBUG", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("LIGHTNAS_CACHE", os.environ.get("LIGHTNAS_CACHE", ""))  # a case may point it elsewhere
     args = case.setup(tmp_path)
     proc = nas_cli(*args)
     code, err = proc.returncode, proc.stderr

@@ -233,6 +233,9 @@ def _bench_profile(loaded: LoadedModel, profile: HardwareProfile, settings: Late
 def _check_options(profile_names: Any, seq_len: int, batch: int, quantize: str, tune_trials: int, repeats: int) -> None:
     if not profile_names:
         raise NasUserError("--profiles is empty; name at least one profile (see 'nas profiles').")
+    twice = sorted({name for name in profile_names if list(profile_names).count(name) > 1})
+    if twice:
+        raise NasUserError(f"--profiles: profile '{twice[0]}' is listed twice; name each profile once.")
     if seq_len < 1 or batch < 1 or repeats < 1 or tune_trials < 0:
         raise NasUserError(f"need --seq-len ≥ 1, --batch ≥ 1, --repeats ≥ 1 and --tune-trials ≥ 0; got "
                            f"{seq_len=}, {batch=}, {repeats=}, {tune_trials=}.")

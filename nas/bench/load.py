@@ -191,6 +191,8 @@ def _load_onnx(path: Path, seq_len: int, batch: int, on_import) -> LoadedModel:
 
     from nas.hardware.latency import PreparedModel
 
+    if path.stat().st_size == 0:  # onnx parses 0 bytes as an empty model: say what is wrong, not "no inputs"
+        raise NasUserError(f"{path}: the file is empty (0 bytes); export the model again.")
     try:
         proto = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValueError, ... for a bad file

@@ -201,7 +201,7 @@ def _run_locked(config: CampaignConfig, paths: CampaignPaths, space: Any, task: 
     tracking_uri = tracking_uri or default_tracking_uri(paths.root)
     tracker = _start_tracker(config, paths, space, study, tracking_uri, started, out)
     out.info(
-        f"campaign [bold]{config.name}[/] in {paths.root}\n  study: {storage_text(config, paths)} (study name '{config.name}')\n"
+        f"campaign {config.name} in {paths.root}\n  study: {storage_text(config, paths)} (study name '{config.name}')\n"
         f"  mlflow: {tracking_uri} (experiment 'lightnas/{config.name}')"
         + (f"\n  resumed: {requeued} interrupted trial(s) queued again" if requeued else "")
     )

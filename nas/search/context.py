@@ -39,7 +39,7 @@ def build_context(config: CampaignConfig, out: Output, study: optuna.Study | Non
 
     profiles = [load_profile(name) for name in config.profiles]
     task = task if task is not None else load_task(config.task)
-    out.info(f"task [bold]{task.name}[/]: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
+    out.info(f"task {task.name}: " + ", ".join(f"{k} {len(v.texts)}" for k, v in task.splits.items()))
     tensors = tokenize_task(task, load_tokenizer(config.teacher.model), config.max_seq_len)
     sweep_stale_teacher_temps(cache_root(), out)
     teacher = prepare_teacher(tensors, config.teacher, cache_root(), source=config.teacher.model, progress=not out.quiet,
