@@ -9,13 +9,18 @@ wants to report progress passes ``on_step``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from nas.compress.distill import attention_loss, distillation_loss, hidden_projection, hidden_state_loss, layer_mapping
+from nas.data.batching import epoch_batches
+from nas.data.batching import trim_padding as trim_batch  # the name pretrain and the supernet import
+
+__all__ = ["DistilLoss", "TrainSettings", "accuracy", "distil", "epoch_batches", "get_lr", "predict", "trim_batch",
+           "use_eager_attention"]
 
 if TYPE_CHECKING:
     from nas.data.tokenize import TokenizedSplit
@@ -50,13 +55,6 @@ def get_lr(step: int, settings: TrainSettings) -> float:
     if step < warmup:
         return settings.lr * (step + 1) / warmup
     return settings.lr * max(0.0, (settings.steps - step) / max(1, settings.steps - warmup))
-
-
-def trim_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns no row of the batch uses. SST-2 sentences average 13 of 64 tokens, so this is
-    several times less compute, and masked positions never change a student's or a BERT's outputs."""
-    used = max(1, int(attention_mask.sum(-1).max()))
-    return input_ids[:, :used], attention_mask[:, :used]
 
 
 def use_eager_attention(teacher: torch.nn.Module) -> torch.nn.Module:
@@ -160,19 +158,6 @@ def _optimizer(model: torch.nn.Module, projection: torch.nn.Module | None, setti
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
     )
-
-
-def epoch_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Row indices of each batch, forever: walk a shuffled permutation so every example is seen once per
-    epoch, reshuffling at the end. Seeded by ``seed`` alone (its own generator: the global RNG, which
-    dropout draws from, is untouched)."""
-    generator = torch.Generator().manual_seed(seed)
-    order, cursor = torch.randperm(n_rows, generator=generator), 0
-    while True:
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(n_rows, generator=generator), 0
-        yield order[cursor : cursor + batch_size]
-        cursor += batch_size
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, settings: TrainSettings,
