@@ -208,13 +208,22 @@ class _FeatureTerms:
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` on every row of ``split``, in eval mode."""
+    """Logits ``(N, C)`` of ``model`` on every row of ``split`` (row order), in eval mode.
+
+    Rows are batched by length and each batch trimmed to its longest row, so a 5,000-row validation split
+    of SST-2 (13 tokens on average, 64 at most) computes little padding; masked positions never change a
+    row's logits, so only floating-point noise separates this from one padded batch.
+    """
     model.eval()
-    chunks = [
-        model(*trim_batch(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size]))
-        for i in range(0, len(split), batch_size)
-    ]
-    return torch.cat(chunks)
+    by_length = torch.argsort(split.attention_mask.sum(-1), stable=True)
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        idx = by_length[start : start + batch_size]
+        chunks.append(model(*trim_batch(split.input_ids[idx], split.attention_mask[idx])))
+    logits = torch.cat(chunks)
+    out = torch.empty_like(logits)
+    out[by_length] = logits  # back to row order
+    return out
 
 
 def accuracy(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> float:

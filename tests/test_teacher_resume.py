@@ -136,3 +136,17 @@ def test_bucketed_epoch_sees_every_row_once_in_length_sorted_batches():
     spread = torch.tensor([float(lengths[b].max() - lengths[b].min()) for b in batches]).mean()
     random_spread = torch.tensor([float(lengths[b].max() - lengths[b].min()) for b in torch.randperm(1000)[:992].split(32)]).mean()
     assert spread < random_spread / 3  # batches hold similar lengths
+
+
+def test_length_sorted_scoring_gives_the_logits_of_one_padded_batch():
+    from nas.candidate import Candidate
+    from nas.models.student import build_student
+    from nas.train import predict
+
+    task = make_sample_task(n_train=50, n_validation=8, n_test=0, seed=4)
+    split = tokenize_task(task, load_tokenizer(), 64)["train"]
+    torch.manual_seed(0)
+    student = build_student(Candidate(n_layers=2, hidden_size=64, n_heads=2, ffn_size=128), 2)
+    with torch.inference_mode():
+        full = student(split.input_ids, split.attention_mask)  # (50, 2), every row padded to 64
+    assert torch.allclose(predict(student, split, batch_size=8), full, atol=1e-5)
