@@ -68,7 +68,7 @@ def test_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, tiny_bert, tenso
                                bucket_by_length=True, threads=1)
     whole = prepare_teacher(tensors, settings, tmp_path / "whole", source=tiny_bert, progress=False)
 
-    real_step, calls = teacher_train._train_step, []
+    real_step, calls = teacher_train.train_step, []
 
     def dies_at_step_10(*args, **kwargs):
         calls.append(1)
@@ -77,7 +77,7 @@ def test_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, tiny_bert, tenso
         return real_step(*args, **kwargs)
 
     cache = tmp_path / "resumed"
-    monkeypatch.setattr(teacher_train, "_train_step", dies_at_step_10)
+    monkeypatch.setattr(teacher_train, "train_step", dies_at_step_10)
     with pytest.raises(KeyboardInterrupt):
         prepare_teacher(tensors, settings, cache, source=tiny_bert, progress=False)
     fingerprint = teacher_fingerprint(tensors, settings, tiny_bert)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from nas.models.teacher import TeacherSettings
     from nas.models.teacher_checkpoint import FineTuneCheckpoint
 
-__all__ = ["epoch_plan", "fine_tune", "predict_logits", "trim_padding"]
+__all__ = ["epoch_plan", "fine_tune", "lr_factor", "predict_logits", "train_step", "trim_padding"]
 
 
 def fine_tune(model: torch.nn.Module, train: TokenizedSplit, settings: TeacherSettings, progress: bool, *,
@@ -58,7 +58,7 @@ def fine_tune(model: torch.nn.Module, train: TokenizedSplit, settings: TeacherSe
         while record["step"] < steps and not record["stopped_early"]:
             idx = next(batches)
             t0 = time.perf_counter()
-            loss = _train_step(model, optimizer, train, idx, settings, lr_factor(record["step"], steps, settings))
+            loss = train_step(model, optimizer, train, idx, settings, lr_factor(record["step"], steps, settings))
             window["busy_s"] += time.perf_counter() - t0
             record["step"] += 1
             window["rows"] += len(idx)
@@ -94,7 +94,7 @@ def _optimizer(model: torch.nn.Module, settings: TeacherSettings) -> torch.optim
     )
 
 
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TokenizedSplit, idx: torch.Tensor,
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TokenizedSplit, idx: torch.Tensor,
                 settings: TeacherSettings, factor: float) -> float:
     """One clipped AdamW step on the rows ``idx``, trimmed to their longest row; returns the loss."""
     import torch
