@@ -9,17 +9,17 @@ wants to report progress passes ``on_step``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from nas.compress.distill import attention_loss, distillation_loss, hidden_projection, hidden_state_loss, layer_mapping
-from nas.data.batching import epoch_batches
+from nas.data.batching import bucketed_batches, epoch_batches
 from nas.data.batching import trim_padding as trim_batch  # the name pretrain and the supernet import
 
-__all__ = ["DistilLoss", "TrainSettings", "accuracy", "distil", "epoch_batches", "get_lr", "predict", "trim_batch",
+__all__ = ["DistilLoss", "TrainSettings", "accuracy", "distil", "epoch_batches", "get_lr", "predict", "train_batches", "trim_batch",
            "use_eager_attention"]
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ class TrainSettings:
         weight_decay: AdamW decoupled weight decay.
         max_grad_norm: Gradient clipping norm.
         seed: Seeds batch order and dropout.
+        bucket_by_length: Draw batches of rows of similar length (:func:`nas.data.batching.bucketed_batches`):
+            measured 2.8x fewer CPU seconds per step than trimming random batches for a 4 x 256 student on
+            SST-2 at length 64 (docs/teacher.md). Off by default: it changes which rows share a batch, so a
+            campaign's trials are only comparable (and rebuilt exactly) with one setting.
     """
 
     steps: int = 200
@@ -47,6 +51,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
+    bucket_by_length: bool = False
 
 
 def get_lr(step: int, settings: TrainSettings) -> float:
@@ -128,7 +133,7 @@ def distil(
     params = dict(model.named_parameters())
     losses: list[float] = []
     model.train()
-    for step, idx in zip(range(settings.steps), epoch_batches(len(train), settings.batch_size, settings.seed)):
+    for step, idx in zip(range(settings.steps), train_batches(train, settings)):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, settings)
         input_ids, attention_mask = trim_batch(train.input_ids[idx], train.attention_mask[idx])  # (B, T)
@@ -158,6 +163,13 @@ def _optimizer(model: torch.nn.Module, projection: torch.nn.Module | None, setti
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
     )
+
+
+def train_batches(train: TokenizedSplit, settings: TrainSettings) -> Iterator[torch.Tensor]:
+    """Row indices of each distillation batch, forever: every row once per epoch (:mod:`nas.data.batching`)."""
+    if settings.bucket_by_length:
+        return bucketed_batches(train.attention_mask.sum(-1), settings.batch_size, settings.seed)
+    return epoch_batches(len(train), settings.batch_size, settings.seed)
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, settings: TrainSettings,

@@ -150,3 +150,20 @@ def test_length_sorted_scoring_gives_the_logits_of_one_padded_batch():
     with torch.inference_mode():
         full = student(split.input_ids, split.attention_mask)  # (50, 2), every row padded to 64
     assert torch.allclose(predict(student, split, batch_size=8), full, atol=1e-5)
+
+
+def test_distillation_can_draw_length_bucketed_batches():
+    from nas.train import TrainSettings, train_batches
+
+    split = tokenize_task(make_sample_task(n_train=640, n_validation=8, n_test=0, seed=5), load_tokenizer(), 64)["train"]
+    lengths = split.attention_mask.sum(-1)
+
+    def width(settings):  # mean trimmed width of the first epoch's 20 batches
+        batches = train_batches(split, settings)
+        return sum(int(lengths[next(batches)].max()) for _ in range(20)) / 20
+
+    plain, bucketed = TrainSettings(batch_size=32), TrainSettings(batch_size=32, bucket_by_length=True)
+    assert width(bucketed) < width(plain)
+    batches = train_batches(split, bucketed)
+    epoch = torch.cat([next(batches) for _ in range(20)])  # 640 rows / 32: one epoch sees every row once
+    assert sorted(epoch.tolist()) == list(range(640))
