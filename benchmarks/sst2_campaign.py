@@ -1,11 +1,18 @@
-"""SST-2 end to end: a lightnas campaign's Pareto set on GLUE dev, next to the teacher and BERT-Tiny/Mini students.
+"""SST-2 end to end: the most accurate searched student within each baseline's budget, next to the teacher and BERT-Tiny/Mini-shaped students.
 
-    .venv/bin/python benchmarks/sst2_campaign.py [--train 10000] [--steps 200] [--trials 14] [--mcu-trials 6]
-    .venv/bin/python benchmarks/sst2_campaign.py --train 20000 --steps 1500 --scorer supernet --supernet-steps 1000 \
-        --promote-top 2 --trials 48 --timeout-s 0 --mcu-trials 6 --mcu-timeout-s 840 --torch-threads 1
-        # the recorded settings (run stage by stage with --stages under ``taskset -c 0``, see docs/benchmarks.md)
-    .venv/bin/python benchmarks/sst2_campaign.py --quick          # smoke run (22 min at load 8-13) once its teacher is cached; numbers meaningless
-    .venv/bin/python benchmarks/sst2_campaign.py --table          # only reprint the table of the last results file
+    .venv/bin/python benchmarks/sst2_campaign.py [--steps 1500] [--trials 14] [--mcu-trials 6]
+        # all stages; rerun the same command after a stop: stages in --out are skipped, campaign folders resumed
+    .venv/bin/python benchmarks/sst2_campaign.py --stages teacher      # only the (long, resumable) teacher fine-tune
+    .venv/bin/python benchmarks/sst2_campaign.py --quick          # smoke run; writes under campaigns/bench-sst2-quick only
+    .venv/bin/python benchmarks/sst2_campaign.py --table          # only reprint the tables of the last results file
+
+Issue #19 rework (2026-12-07): the teacher fine-tunes on all of train less a 5,000-row validation carve
+(``--train 0 --validation-size 5000``) until validation stops improving, checkpointed and resumable
+(docs/teacher.md); the stages are ``teacher, baselines, supernet (--scorer supernet), tiny, mini, mcu,
+rebuild`` (``main``, the Pareto campaign of the earlier runs, on request). ``tiny`` and ``mini`` maximise
+validation accuracy with the measured host latency and stored size of that baseline as constraints; the
+``aims`` part of the JSON gives per baseline its budgets, its dev accuracy and the best searched student's
+(best by validation). The text below describes the earlier Pareto runs and their timings.
 
 Expected run time of the recorded settings (``--scorer supernet``), measured 2026-11-29 on one core of the
 reference machine (``taskset -c 0``, ``--torch-threads 1``, load 2-4 from other jobs on the other core):
