@@ -3,6 +3,7 @@ thread, a tiny BERT and the ``nas`` CLI in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,46 @@ def pytest_configure(config):
     not at import, so a benchmark importing :func:`small_campaign_dict` keeps the user's cache."""
     os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep tests that must not be split or overlap on one pytest-xdist worker (``--dist loadgroup``).
+
+    - ``ray``: every test that starts Ray (a local instance or a two-node cluster) runs on one worker, one
+      at a time: two Ray instances at once on 2 cores starve each other's raylets, and each takes ~0.4 GB.
+    - a module's own name: tests that share a module- or session-scoped fixture defined in their module
+      (a compiled TVM model, an RPC server, a selected model) stay together, so the fixture is built once
+      rather than once per worker.
+
+    Without xdist the marks change nothing.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif _uses_module_scoped_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def _uses_module_scoped_fixture(item) -> bool:
+    """Whether ``item`` asks (directly or through other fixtures, autouse ones aside: those are cheap
+    housekeeping here) for a module- or session-scoped fixture defined in its own test module."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    module_id = item.nodeid.split("::")[0]
+    wanted, seen = list(info.argnames), set()
+    while wanted:
+        name = wanted.pop()
+        if name in seen or name not in info.name2fixturedefs:
+            continue
+        seen.add(name)
+        fixture_def = info.name2fixturedefs[name][-1]
+        if fixture_def.scope in ("module", "session") and fixture_def.baseid == module_id:
+            return True
+        wanted.extend(fixture_def.argnames)
+    return False
 
 
 def small_campaign_dict(**overrides) -> dict:
@@ -141,18 +182,60 @@ def sst2_dir() -> Path:
     return SST2
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an exclusive ``flock`` on ``lock_path`` (made if missing): one pytest-xdist worker at a time."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once per test run, shared by every pytest-xdist worker; returns this worker's copy.
+
+    Under xdist each worker has its own session, so a session fixture would build once per worker (twice
+    the minutes on 2 cores). The first worker builds into the run's shared base folder under a lock; the
+    others wait for it and copy the result, so each worker still has a private folder to read and write
+    (its MLflow database included), as a plain session fixture gives. Without xdist it builds in place.
+    """
+    import shutil
+
+    folder = tmp_path_factory.mktemp(name) / "c"
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        build(folder)
+        return folder
+    shared_root = tmp_path_factory.getbasetemp().parent  # pytest-of-<user>/pytest-N/, common to the workers
+    shared, done = shared_root / f"shared-{name}" / "c", shared_root / f"shared-{name}.done"
+    with _exclusive(shared_root / f"shared-{name}.lock"):
+        if not done.is_file():
+            shutil.rmtree(shared.parent, ignore_errors=True)  # a failed build by another worker: start over
+            build(shared)
+            done.touch()
+    shutil.copytree(shared, folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def small_campaign(tmp_path_factory) -> Path:
-    """One finished three-trial campaign shared by the report and select tests (about 1 minute on 2 cores)."""
-    from nas.config import CampaignConfig
-    from nas.output import Output
-    from nas.report import build_report
-    from nas.search.campaign import run_campaign
+    """One finished three-trial campaign shared by the report and select tests (about 1 minute on 2 cores),
+    built once per run even under pytest-xdist (:func:`built_once`)."""
 
-    folder = tmp_path_factory.mktemp("small-campaign") / "c"
-    result = run_campaign(CampaignConfig.model_validate(small_campaign_dict(name="shared")), folder, out=Output(quiet=True))
-    build_report(folder, tracking_uri=result.tracking_uri)  # what `nas search` does after the campaign
-    return folder
+    def build(folder: Path) -> None:
+        from nas.config import CampaignConfig
+        from nas.output import Output
+        from nas.report import build_report
+        from nas.search.campaign import run_campaign
+
+        result = run_campaign(CampaignConfig.model_validate(small_campaign_dict(name="shared")), folder, out=Output(quiet=True))
+        build_report(folder, tracking_uri=result.tracking_uri)  # what `nas search` does after the campaign
+
+    return built_once(tmp_path_factory, "small-campaign", build)
 
 
 def pytest_terminal_summary(terminalreporter):
