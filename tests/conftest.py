@@ -238,6 +238,34 @@ def small_campaign(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "small-campaign", build)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With ``LIGHTNAS_TEST_TIMES=FILE``: append one JSON line per test (setup, call and teardown together):
+    wall seconds and CPU seconds of this process plus its reaped children (subprocesses, Ray's processes).
+
+    CPU seconds hardly change with the machine's load, wall seconds do: on a shared 2-core machine they are
+    what a quiet run's time is projected from (docs/testing.md).
+    """
+    path = os.environ.get("LIGHTNAS_TEST_TIMES")
+    if not path:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    wall0, cpu0 = time.perf_counter(), cpu()
+    yield
+    record = {"test": item.nodeid, "wall_s": round(time.perf_counter() - wall0, 2), "cpu_s": round(cpu() - cpu0, 2),
+              "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "load1": os.getloadavg()[0]}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print how many user mistakes and faults the run checked (docs/reliability.md quotes this line)."""
     passed = terminalreporter.stats.get("passed", [])
