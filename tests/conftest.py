@@ -23,6 +23,7 @@ def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """Keep tests that must not be split or overlap on one pytest-xdist worker (``--dist loadgroup``).
 
