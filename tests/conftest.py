@@ -21,6 +21,30 @@ def pytest_configure(config):
     not at import, so a benchmark importing :func:`small_campaign_dict` keeps the user's cache."""
     os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _one_teacher_build_at_a_time(Path(os.environ["LIGHTNAS_CACHE"]))
+
+
+def _one_teacher_build_at_a_time(shared_cache: Path) -> None:
+    """Under pytest-xdist, fine-tune a teacher into the run's shared cache one worker at a time.
+
+    Most campaign tests share one teacher (small_campaign_dict's); on a fresh cache both workers would
+    fine-tune it at once (the cache's rename makes that safe, but it costs the CPU twice). With the lock, the
+    second worker waits and then loads the first one's teacher. Caches elsewhere (a test's tmp_path) are
+    private to one test and are not locked.
+    """
+    from nas.models import teacher
+
+    real = teacher.prepare_teacher
+
+    def prepare_teacher(task_tensors, settings, cache_dir, *args, **kwargs):
+        if Path(cache_dir).expanduser().resolve() != shared_cache.resolve():
+            return real(task_tensors, settings, cache_dir, *args, **kwargs)
+        with _exclusive(shared_cache / ".test-teacher-build.lock"):
+            return real(task_tensors, settings, cache_dir, *args, **kwargs)
+
+    prepare_teacher.__doc__ = real.__doc__
+    teacher.prepare_teacher = prepare_teacher
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
