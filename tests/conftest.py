@@ -21,6 +21,10 @@ def pytest_configure(config):
     not at import, so a benchmark importing :func:`small_campaign_dict` keeps the user's cache."""
     os.environ.setdefault("LIGHTNAS_CACHE", str(REPO / ".pytest_cache" / "lightnas-cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("PYTEST_XDIST_WORKER") and config.pluginmanager.hasplugin("xdist"):
+        import tempfile  # the controller: its workers inherit the variable and write their groups beside it
+
+        os.environ[_GROUPS_ENV] = os.path.join(tempfile.mkdtemp(prefix="lightnas-xdist-"), "groups")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         _one_teacher_build_at_a_time(Path(os.environ["LIGHTNAS_CACHE"]))
 
@@ -66,6 +70,52 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("ray"))
         elif _uses_module_scoped_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    groups_file = os.environ.get(_GROUPS_ENV)
+    if groups_file and os.environ.get("PYTEST_XDIST_WORKER"):
+        import json
+
+        groups = {}
+        for item in items:
+            mark = item.get_closest_marker("xdist_group")
+            if mark:
+                groups[item.nodeid] = str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        with open(f"{groups_file}.{os.environ['PYTEST_XDIST_WORKER']}", "w") as handle:
+            json.dump(groups, handle)
+
+
+# pytest 9 keeps a node's id in ``_id``; pytest-xdist 3.8's loadgroup still writes ``_nodeid`` (to append
+# "@group"), so its groups are silently lost. This scheduler takes the groups from a file the workers write
+# at collection instead (the controller schedules only after every worker has collected).
+_GROUPS_ENV = "LIGHTNAS_XDIST_GROUPS"
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without it
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups the workers recorded; other modes: xdist's own scheduler."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    import glob
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups_file = os.environ[_GROUPS_ENV]
+
+    class RecordedGroupScheduling(LoadScopeScheduling):
+        """Scope = the test's group, or the test itself (spread like ``--dist load``)."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = {}
+                for path in glob.glob(f"{groups_file}.*"):
+                    with open(path) as handle:
+                        self.groups.update(json.load(handle))
+            group = self.groups.get(nodeid)
+            return f"group:{group}" if group else nodeid
+
+    return RecordedGroupScheduling(config, log)
 
 
 def _uses_module_scoped_fixture(item) -> bool:
