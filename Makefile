@@ -27,8 +27,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(NAS) search --out $(DEMO_DIR)
 
+# pytest-xdist: one worker per CPU (at most 4: Ray and MetaSchedule tests start processes of their own);
+# --dist loadgroup keeps the tests marked xdist_group("…") on one worker (docs/testing.md says which and why).
+# TEST_WORKERS=0 runs in this process; PYTEST_ARGS adds options (a file, -k, -x).
+TEST_WORKERS ?= auto
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup $(PYTEST_ARGS)
 
 # `make bench`: re-run the benchmarks that take minutes rather than hours, at the settings their tables in
 # docs/benchmarks.md were made with; each rewrites its benchmarks/results/<script>.json (and, for scripts that

@@ -21,17 +21,26 @@ SEQ_LEN = 16
 STUDENT = dict(n_layers=1, hidden_size=64, n_heads=2, ffn_size=128)
 
 
+# A stock Hugging Face BERT with the packaged teacher's tokenizer and vocabulary, shrunk: the teacher's own
+# 6 x 384 layers cost ~5x the CPU here (mostly LLVM code generation of 90 MB of weights for the aarch64 and
+# Thumb builds) and check the same code path; docs/bench.md's teacher row benches the real one.
+TEACHER = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=256, max_position_embeddings=64)
+
+
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
-    """The packaged teacher with a 2-way head plus its tokenizer, and a tiny student, saved as HF folders."""
+    """A teacher-shaped stock BERT (2-way head) plus the packaged tokenizer, and a tiny student, saved as HF folders."""
+    from transformers import BertConfig, BertForSequenceClassification
+
     from nas.candidate import Candidate
     from nas.models.student import build_student
-    from nas.models.teacher import load_teacher, load_tokenizer
+    from nas.models.teacher import load_tokenizer, teacher_source_dir
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("bench-models")
     torch.manual_seed(0)
-    load_teacher(2).save_pretrained(root / "teacher")
+    config = BertConfig.from_pretrained(teacher_source_dir(), num_labels=2, **TEACHER)
+    BertForSequenceClassification(config).eval().save_pretrained(root / "teacher")
     load_tokenizer().save_pretrained(root / "teacher")
     build_student(Candidate(**STUDENT), num_labels=2).save_pretrained(root / "student")
     return {"teacher": root / "teacher", "student": root / "student", "root": root}
@@ -64,7 +73,8 @@ def _bert_matmul_flops(n_layers: int, h: int, ffn: int, seq_len: int, num_labels
 
 def test_teacher_figures_match_the_formulas(teacher_bench):
     bench, _ = teacher_bench
-    h, ffn, layers, vocab, positions, types = 384, 1536, 6, 30522, 512, 2  # all-MiniLM-L6-v2
+    h, ffn, layers, positions = TEACHER["hidden_size"], TEACHER["intermediate_size"], TEACHER["num_hidden_layers"], TEACHER["max_position_embeddings"]
+    vocab, types = 30522, 2  # all-MiniLM-L6-v2's vocabulary and token types
     assert bench["architecture"] == "BertForSequenceClassification"
     assert bench["matmul_flops"] == _bert_matmul_flops(layers, h, ffn, SEQ_LEN, 2)
     # norms, softmax, GELU and the mask add are the rest; they are a small share of a BERT's FLOPs

@@ -315,18 +315,11 @@ def test_tvm_thread_pool_can_use_every_cpu():
     assert set_tvm_threads(available_cpus()) == min(available_cpus(), int(os.environ["TVM_NUM_THREADS"]))
 
 
-@pytest.mark.skipif(available_cpus() < 2, reason="needs 2 CPUs to compare 1 and 2 TVM threads")
-def test_two_tvm_threads_are_faster_than_one():
-    """A parallel TIR kernel runs faster on 2 threads than on 1 (untuned Relax builds have no parallel loops).
-
-    Timing on a shared machine is noisy (another busy process can stall a thread), so the comparison is
-    interleaved, uses the fastest repeat, and gets three attempts.
-    """
+def parallel_tvm_kernel():
+    """A compiled TIR kernel with a parallel loop (untuned Relax builds have none) and its two arrays."""
     import tvm
     from tvm import te
     from tvm.s_tir import Schedule
-
-    from nas.hardware.compile import set_tvm_threads
 
     n = 1 << 20
     a = te.placeholder((n,), name="a")
@@ -338,16 +331,40 @@ def test_two_tvm_threads_are_faster_than_one():
     kernel = tvm.compile(sch.mod, target={"kind": "llvm"}).mod
     device = tvm.cpu()
     args = [tvm.runtime.tensor(np.random.rand(n).astype("float32"), device), tvm.runtime.tensor(np.zeros(n, "float32"), device)]
-    evaluator = kernel.time_evaluator("main", device, number=3, repeat=3)
-    ratios = []
-    for _ in range(3):
-        best_ms = {1: float("inf"), 2: float("inf")}
-        for _ in range(4):
-            for threads in (1, 2):
-                assert set_tvm_threads(threads) == threads
-                best_ms[threads] = min(best_ms[threads], evaluator(*args).min * 1e3)
-        ratios.append(best_ms[2] / best_ms[1])
-        print(f"TVM parallel kernel: 1 thread {best_ms[1]:.1f} ms, 2 threads {best_ms[2]:.1f} ms")
-        if ratios[-1] < 0.85:
-            break
-    assert min(ratios) < 0.85, f"2 threads were not faster than 1 (time ratios {ratios})"
+    return kernel["main"], args
+
+
+def _cpu_seconds_per_thread(run, min_cpu_s: float = 0.4) -> list[float]:
+    """CPU seconds each OS thread of this process spent while ``run()`` was repeated (≥ ``min_cpu_s`` in
+    all, so the kernel's 10 ms accounting ticks resolve shares), busiest first."""
+    import psutil
+
+    me = psutil.Process()
+    before = {t.id: t.user_time + t.system_time for t in me.threads()}
+    spent: list[float] = []
+    while sum(spent) < min_cpu_s:
+        for _ in range(10):
+            run()
+        spent = sorted((t.user_time + t.system_time - before.get(t.id, 0.0) for t in me.threads()), reverse=True)
+    return spent
+
+
+@pytest.mark.skipif(available_cpus() < 2, reason="needs 2 CPUs to run 2 TVM threads")
+def test_two_tvm_threads_share_a_parallel_kernel():
+    """With 2 TVM threads a parallel kernel's work is split over 2 OS threads; with 1, one thread does it.
+
+    Per-thread CPU time, not wall time: it says the pool really runs the loop on 2 threads however busy the
+    machine is (pytest-xdist's other worker, other users). That 2 threads are also *faster* on idle cores
+    is a speed goal, measured by ``benchmarks/tvm_threads.py`` (docs/benchmarks.md).
+    """
+    from nas.hardware.compile import set_tvm_threads
+
+    kernel, args = parallel_tvm_kernel()
+    assert set_tvm_threads(1) == 1
+    kernel(*args)  # warm up
+    one = _cpu_seconds_per_thread(lambda: kernel(*args))
+    assert one[0] >= 0.8 * sum(one), f"1 TVM thread: CPU seconds per OS thread {one}"
+    assert set_tvm_threads(2) == 2
+    kernel(*args)  # the pool starts its second thread
+    two = _cpu_seconds_per_thread(lambda: kernel(*args))
+    assert two[1] >= 0.25 * sum(two), f"2 TVM threads: CPU seconds per OS thread {two}"
