@@ -46,8 +46,12 @@ def _start(tmp: Path, *args: str, sleep_s: float = 0) -> subprocess.Popen:
     script = tmp / "driver.py"
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "FAKE_TRIAL_SLEEP": str(sleep_s), "NAS_DEBUG": ""}
+    # SIGINT back to its default in the child: an ignored SIGINT is inherited (a pytest worker that ran Ray tests
+    # can have it), and a Python started with SIGINT ignored never raises KeyboardInterrupt, as a shell's
+    # background job should not; a user's foreground `nas search` has the default.
     return subprocess.Popen([sys.executable, str(script), *args], cwd=tmp, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _config(tmp: Path, **overrides) -> Path:
